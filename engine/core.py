@@ -1,0 +1,486 @@
+"""The engine: applies market data to books, bars and features, runs commands, keeps
+the paper account, and publishes events. Feeds (live, replay) push data in; adapters
+(the desk, the headless runner) pull snapshots and subscribe to events.
+
+Market data is applied synchronously, message by message, without touching the bus:
+this is the hot path. Commands are queued and run between messages, so a replay on
+the recorded clock stays deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from engine.bars import BarBuilder, TickCache
+from engine.book import SyncedBook
+from engine.bus import Bus
+from engine.clock import Clock
+from engine.events import (
+    NS_PER_S,
+    Bar,
+    BestBidAsk,
+    BookDelta,
+    BookSnapshot,
+    BookState,
+    BookStateChanged,
+    ClosePosition,
+    Command,
+    DecisionMade,
+    MarketData,
+    Notice,
+    OrderDenied,
+    OrderFilled,
+    Panic,
+    PauseReplay,
+    PositionClosed,
+    PositionOpened,
+    SetAutoTrading,
+    SetTraining,
+    Side,
+    SignalEmitted,
+    SubmitOrder,
+    ToggleModel,
+    Trade,
+)
+from engine.features import BarFeatures
+from engine.paper import PaperExecutor
+from engine.positions import Portfolio
+from engine.settings import Settings
+from engine.snapshot import (
+    Candle,
+    ClosedView,
+    DeskSnapshot,
+    LogLine,
+    Marker,
+    PositionView,
+    SymbolView,
+)
+from engine.symbols import SymbolFilters, default_filters, display_symbol
+from models.schema import TIMEFRAMES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SymbolState:
+    """Everything the engine knows about one symbol."""
+
+    symbol: str
+    book: SyncedBook
+    bars: BarBuilder
+    ticks: TickCache
+    filters: SymbolFilters
+    features: dict[str, BarFeatures] = field(default_factory=dict)
+    messages: int = 0
+    trades: int = 0
+    duplicate_trades: int = 0
+    bbo_updates: int = 0
+    last_trade_id: int = -1
+    last_price: Decimal | None = None
+    first_price: Decimal | None = None
+    last_recv_ns: int = 0
+    last_event_ns: int = 0
+    imbalance: deque[float] = field(default_factory=lambda: deque(maxlen=300))
+
+
+class Engine:
+    """One trading engine over any feed. ``mode`` is ``live``, ``replay`` or ``backtest``."""
+
+    def __init__(self, settings: Settings, clock: Clock, mode: str = "replay") -> None:
+        self.settings = settings
+        self.clock = clock
+        self.mode = mode
+        self.bus = Bus()
+        self.symbols: dict[str, SymbolState] = {}
+        self.configured_primary = settings.symbols.primary.replace("/", "").upper()
+        self.portfolio = Portfolio(allow_short=settings.paper.allow_short)
+        self.executor = PaperExecutor(settings.paper.taker_fee)
+        self.order_notional: Decimal = settings.trading.order_notional
+        self.auto_trade: bool = settings.trading.auto_trade if mode != "live" else False
+        self.training: bool = True
+        self.trading_state = "ACTIVE"
+        self.paused = False
+        self.on_pause: Callable[[bool], None] | None = None
+        self.brain: Any = None  # set by engine.brain when models are loaded
+        self._commands: deque[Command] = deque()
+        self.log: deque[LogLine] = deque(maxlen=400)
+        self.training_log: deque[LogLine] = deque(maxlen=200)
+        self.fill_markers: deque[Marker] = deque(maxlen=500)
+        self.signal_markers: deque[Marker] = deque(maxlen=500)
+        self.fills: list[OrderFilled] = []
+        self.decisions = 0
+        self.signals: dict[str, int] = {}
+        self.denials = 0
+        self.messages = 0
+        self.started_wall = time.perf_counter()
+        self.feed_info: dict[str, object] = {}
+        self.replay_info: dict[str, object] = {}
+        self.device = "CPU"
+        self._snap_seq = 0
+        self.bus.on(SignalEmitted, self._on_signal)
+        self.bus.on(DecisionMade, self._on_decision)
+
+    # ------------------------------------------------------------------ symbols
+
+    @property
+    def primary(self) -> str:
+        """The configured primary symbol, or (in a replay without it) the first one seen."""
+        if self.configured_primary in self.symbols or not self.symbols:
+            return self.configured_primary
+        return next(iter(self.symbols))
+
+    def add_symbol(self, symbol: str, request_snapshot: Callable[[str], None] | None = None) -> SymbolState:
+        symbol = symbol.replace("/", "").upper()
+        if symbol in self.symbols:
+            return self.symbols[symbol]
+        s = self.settings
+        st = SymbolState(
+            symbol=symbol,
+            book=SyncedBook(symbol, request_snapshot, self._on_book_state),
+            bars=BarBuilder(symbol, TIMEFRAMES, None, s.bars.close_grace_ms * 1_000_000, s.bars.history),
+            ticks=TickCache(s.bars.tick_cache_s),
+            filters=default_filters(symbol),
+        )
+        st.features = {tf: BarFeatures() for tf in TIMEFRAMES}
+        st.bars.on_close = lambda bar, st=st: self._on_bar(st, bar)  # type: ignore[misc]
+        self.symbols[symbol] = st
+        return st
+
+    def _state(self, symbol: str) -> SymbolState:
+        st = self.symbols.get(symbol)
+        return st if st is not None else self.add_symbol(symbol)
+
+    # ------------------------------------------------------------------ market data (hot path)
+
+    def on_market(self, ev: MarketData) -> None:
+        self.messages += 1
+        st = self._state(ev.symbol)
+        st.messages += 1
+        st.last_recv_ns = ev.ts_recv
+        kind = type(ev)
+        if kind is BestBidAsk:
+            st.book.on_bbo(ev)  # type: ignore[arg-type]
+            st.bbo_updates += 1
+        elif kind is BookDelta:
+            st.book.on_delta(ev)  # type: ignore[arg-type]
+            st.last_event_ns = ev.ts_event  # type: ignore[union-attr]
+            st.bars.advance(ev.ts_event)  # type: ignore[union-attr]
+        elif kind is Trade:
+            self._on_trade(st, ev)  # type: ignore[arg-type]
+        elif kind is BookSnapshot:
+            st.book.on_snapshot(ev)  # type: ignore[arg-type]
+        if self.brain is not None:
+            self.brain.on_market(st, ev)
+        if self._commands:
+            self.run_commands()
+
+    def _on_trade(self, st: SymbolState, t: Trade) -> None:
+        if t.trade_id <= st.last_trade_id:
+            st.duplicate_trades += 1  # duplicate or replayed: applied once, by trade id
+            return
+        st.last_trade_id = t.trade_id
+        st.trades += 1
+        st.last_price = t.price
+        if st.first_price is None:
+            st.first_price = t.price
+        st.last_event_ns = t.ts_event
+        st.ticks.add(t)
+        st.bars.add_trade(t)
+
+    def _on_bar(self, st: SymbolState, bar: Bar) -> None:
+        row = st.features[bar.timeframe].update(bar)
+        if bar.timeframe == "1s":
+            bids, asks = st.book.book.top_bids(5), st.book.book.top_asks(5)
+            b = float(sum(q for _, q in bids))
+            a = float(sum(q for _, q in asks))
+            st.imbalance.append((b - a) / (b + a) if b + a > 0 else 0.0)
+        if self.brain is not None:
+            self.brain.on_bar(st, bar, row)
+
+    def _on_book_state(self, symbol: str, state: BookState, reason: str) -> None:
+        now = self.clock.now_ns()
+        level = "good" if state is BookState.LIVE else "warn"
+        self._log(now, "book", f"{display_symbol(symbol)} book {state.value}: {reason}", level)
+        self.bus.publish(BookStateChanged(symbol, state, reason, now))
+
+    # ------------------------------------------------------------------ commands
+
+    def submit(self, cmd: Command) -> None:
+        """Queue a command; it runs before the next market message (or on ``run_commands``)."""
+        self._commands.append(cmd)
+
+    def run_commands(self) -> None:
+        while self._commands:
+            cmd = self._commands.popleft()
+            try:
+                self._run(cmd)
+            except Exception as exc:  # a bad command must not stop the engine
+                log.exception("command %r failed", cmd)
+                self._log(self.clock.now_ns(), "engine", f"{type(cmd).__name__} failed: {exc}", "error")
+
+    def _run(self, cmd: Command) -> None:
+        now = self.clock.now_ns()
+        if isinstance(cmd, SubmitOrder):
+            self._submit_order(cmd, now)
+        elif isinstance(cmd, ClosePosition):
+            pos = self.portfolio.positions.get(cmd.symbol)
+            if pos is None:
+                self._log(now, cmd.reason, f"no open {display_symbol(cmd.symbol)} position to close", "warn")
+                return
+            self._submit_order(SubmitOrder(cmd.symbol, pos.side.opposite(), pos.qty, cmd.reason, cmd.decision_id), now)
+        elif isinstance(cmd, SetAutoTrading):
+            self.auto_trade = (not self.auto_trade) if cmd.enabled is None else cmd.enabled
+            self._log(now, "engine", f"automatic trading {'ON' if self.auto_trade else 'OFF'}")
+        elif isinstance(cmd, SetTraining):
+            self.training = (not self.training) if cmd.enabled is None else cmd.enabled
+            self._log(now, "engine", f"training {'ON' if self.training else 'OFF'}")
+        elif isinstance(cmd, ToggleModel):
+            if self.brain is None:
+                self._log(now, "engine", f"no models loaded: cannot toggle {cmd.model}", "warn")
+            else:
+                self.brain.toggle(cmd.model, cmd.enabled)
+        elif isinstance(cmd, Panic):
+            for sym, pos in list(self.portfolio.positions.items()):
+                self._submit_order(SubmitOrder(sym, pos.side.opposite(), pos.qty, "panic"), now, force=True)
+            self.trading_state = "HALTED"
+            self.auto_trade = False
+            self._log(now, "risk", "PANIC: flattened and HALTED", "error")
+        elif isinstance(cmd, PauseReplay):
+            self.paused = (not self.paused) if cmd.paused is None else cmd.paused
+            if self.on_pause:
+                self.on_pause(self.paused)
+
+    def order_qty(self, symbol: str) -> Decimal | None:
+        """The configured order notional as a quantity at the current mid, rounded to the step."""
+        st = self.symbols.get(symbol)
+        if st is None:
+            return None
+        mid = st.book.mid() or st.last_price
+        if not mid:
+            return None
+        return st.filters.round_qty(self.order_notional / mid)
+
+    def _deny(self, cmd: SubmitOrder, reason: str, now: int) -> None:
+        self.denials += 1
+        self.bus.publish(OrderDenied(cmd.symbol, cmd.side, cmd.qty, reason, now, cmd.reason))
+        self._log(now, cmd.reason, f"{cmd.side.value} {cmd.qty} {display_symbol(cmd.symbol)} denied: {reason}", "warn")
+
+    def _submit_order(self, cmd: SubmitOrder, now: int, force: bool = False) -> None:
+        st = self.symbols.get(cmd.symbol)
+        if st is None:
+            self._deny(cmd, "unknown symbol", now)
+            return
+        reduces = (pos := self.portfolio.positions.get(cmd.symbol)) is not None and pos.side is not cmd.side
+        if self.trading_state == "HALTED" and not force:
+            self._deny(cmd, "trading HALTED", now)
+            return
+        if st.book.state is not BookState.LIVE:
+            self._deny(cmd, f"book {st.book.state.value}, not LIVE", now)
+            return
+        if not (cmd.qty > 0 and cmd.qty.is_finite()):
+            self._deny(cmd, f"quantity {cmd.qty} is not positive", now)
+            return
+        if cmd.side is Side.SELL and not reduces and not self.portfolio.allow_short:
+            self._deny(cmd, "shorting is off (paper.allow_short)", now)
+            return
+        fills = self.executor.market(cmd.symbol, cmd.side, cmd.qty, st.book.book, now)
+        if not fills:
+            self._deny(cmd, "empty book", now)
+            return
+        for f in fills:
+            self._apply_fill(f, cmd)
+        filled = sum((f.qty for f in fills), Decimal(0))
+        avg = sum((f.qty * f.price for f in fills), Decimal(0)) / filled
+        partial = "" if filled == cmd.qty else f" (partial: {filled} of {cmd.qty})"
+        self._log(now, cmd.reason, f"{cmd.side.value} {filled} {display_symbol(cmd.symbol)} @ {avg:.2f}{partial}", "good")
+        self.fill_markers.append(Marker(now, float(avg), cmd.side.value, True))
+
+    def _apply_fill(self, f: OrderFilled, cmd: SubmitOrder) -> None:
+        self.fills.append(f)
+        events = self.portfolio.apply_fill(f, cmd.decision_id)
+        self.bus.publish(f)
+        for ev in events:
+            self.bus.publish(ev)
+            if isinstance(ev, PositionClosed):
+                self._log(
+                    f.ts, cmd.reason,
+                    f"closed {ev.side.value} {display_symbol(ev.symbol)} #{ev.position_id}: "
+                    f"PnL {ev.realised_pnl:+.4f} (fees {ev.fees:.4f})",
+                    "good" if ev.realised_pnl >= 0 else "error",
+                )
+            elif isinstance(ev, PositionOpened):
+                pass
+
+    # ------------------------------------------------------------------ signals & decisions
+
+    def _on_signal(self, ev: SignalEmitted) -> None:
+        self.signals[ev.model] = self.signals.get(ev.model, 0) + 1
+
+    def _on_decision(self, ev: DecisionMade) -> None:
+        self.decisions += 1
+
+    def _log(self, ts: int, source: str, text: str, level: str = "info") -> None:
+        self.log.append(LogLine(ts, source, text, level))
+        self.bus.publish(Notice(level, f"[{source}] {text}", ts))
+
+    # ------------------------------------------------------------------ views
+
+    def marks(self) -> dict[str, Decimal]:
+        out = {}
+        for sym, st in self.symbols.items():
+            m = st.book.mid() or st.last_price
+            if m is not None:
+                out[sym] = m
+        return out
+
+    def snapshot(self, chart_tf: str | None = None, n_candles: int = 120) -> DeskSnapshot:
+        """An immutable view for the desk; cheap enough for 10 Hz."""
+        self._snap_seq += 1
+        now = self.clock.now_ns()
+        chart_tf = chart_tf or self.settings.ui.chart_timeframe
+        views = []
+        for sym, st in self.symbols.items():
+            bid, ask = st.book.best_bid(), st.book.best_ask()
+            if st.book.bbo is not None and st.book.state is BookState.LIVE:
+                bid, ask = st.book.bbo.bid, st.book.bbo.ask
+            change = None
+            if st.first_price and st.last_price:
+                change = float((st.last_price - st.first_price) / st.first_price * 100)
+            views.append(SymbolView(
+                sym, display_symbol(sym), st.last_price, bid, ask,
+                (ask - bid) if bid is not None and ask is not None else None,
+                change, st.book.state.value,
+                (now - st.last_recv_ns) / NS_PER_S if st.last_recv_ns else None,
+                st.trades, dict(st.bars.counts),
+            ))
+        prim = self.symbols.get(self.primary)
+        candles: tuple[Candle, ...] = ()
+        seconds: tuple[Candle, ...] = ()
+        imb: tuple[float, ...] = ()
+        if prim is not None:
+            candles = tuple(_candle(b) for b in prim.bars.all_bars(chart_tf)[-n_candles:])
+            seconds = tuple(_candle(b) for b in prim.bars.all_bars("1s")[-n_candles:])
+            imb = tuple(prim.imbalance)[-n_candles:]
+        marks = self.marks()
+        positions = []
+        for pos in self.portfolio.positions.values():
+            mark = marks.get(pos.symbol)
+            positions.append(PositionView(pos.position_id, pos.symbol, pos.side.value, pos.qty, pos.entry_price,
+                                          mark, pos.unrealised(mark) if mark is not None else None, pos.fees))
+        closed = tuple(ClosedView(c.position_id, c.symbol, c.side.value, c.qty, c.entry_price, c.exit_price,
+                                  c.fees, c.realised_pnl, c.exit_ts) for c in self.portfolio.closed[-50:])
+        models: tuple[dict[str, object], ...] = ()
+        note = "no models loaded yet: no automatic decisions"
+        if self.brain is not None:
+            models = tuple(self.brain.status())
+            note = self.brain.note()
+        books_bad = [v.display for v in views if v.book_state != "LIVE"]
+        banner = ""
+        if self.trading_state != "ACTIVE":
+            banner = f"TRADING {self.trading_state}"
+        elif books_bad and self.mode == "live":
+            banner = "BOOK NOT LIVE: " + ", ".join(books_bad)
+        return DeskSnapshot(
+            seq=self._snap_seq, now_ns=now, mode=self.mode_label(), primary=self.primary,
+            symbols=tuple(views), chart_tf=chart_tf, candles=candles, seconds=seconds,
+            fill_markers=tuple(m for m in self.fill_markers),
+            signal_markers=tuple(self.signal_markers), imbalance=imb,
+            positions=tuple(positions), closed=closed,
+            realised_pnl=self.portfolio.realised_pnl, unrealised_pnl=self.portfolio.unrealised(marks),
+            fees=self.portfolio.fees, balance=self.balance(), order_notional=self.order_notional,
+            trading_state=self.trading_state, auto_trade=self.auto_trade, training=self.training,
+            log=tuple(self.log)[-100:], training_log=tuple(self.training_log)[-50:],
+            models=models, models_note=note, feed=dict(self.feed_info), replay=dict(self.replay_info),
+            counters={"messages": self.messages, "fills": len(self.fills), "denials": self.denials,
+                      "decisions": self.decisions},
+            device=self.device, banner=banner,
+        )
+
+    def mode_label(self) -> str:
+        if self.mode == "replay":
+            speed = self.replay_info.get("speed", "")
+            return f"REPLAY ×{speed}" if speed else "REPLAY"
+        return {"live": "PAPER", "backtest": "BACKTEST"}.get(self.mode, self.mode.upper())
+
+    def balance(self) -> Decimal:
+        """Paper quote balance derived from the fills: start - cost of buys + proceeds - fees."""
+        bal = self.settings.paper.starting_balance
+        for f in self.fills:
+            bal -= f.price * f.qty * f.side.sign + f.fee
+        return bal
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self, wall_s: float | None = None) -> dict[str, Any]:
+        wall = wall_s if wall_s is not None else time.perf_counter() - self.started_wall
+        per: dict[str, Any] = {}
+        for sym, st in self.symbols.items():
+            c = st.book.counters
+            per[sym] = {
+                "messages": st.messages,
+                "trades": st.trades,
+                "duplicate_trades": st.duplicate_trades,
+                "book_updates": c.updates,
+                "bbo_updates": st.bbo_updates,
+                "book_snapshots": c.snapshots,
+                "book_resyncs": c.resyncs,
+                "gaps_detected": c.gaps,
+                "crossed_books": c.crossed,
+                "stale_diffs_dropped": c.stale_dropped,
+                "book_state": st.book.state.value,
+                "bars": dict(st.bars.counts),
+                "late_trades": st.bars.late_trades,
+                "last_price": str(st.last_price) if st.last_price is not None else None,
+                "fills": sum(1 for f in self.fills if f.symbol == sym),
+                "positions_closed": sum(1 for p in self.portfolio.closed if p.symbol == sym),
+                "realised_pnl": str(sum((p.realised_pnl for p in self.portfolio.closed if p.symbol == sym), Decimal(0))),
+                "fees": str(sum((f.fee for f in self.fills if f.symbol == sym), Decimal(0))),
+            }
+        totals: dict[str, Any] = {
+            "messages": self.messages,
+            "trades": sum(p["trades"] for p in per.values()),
+            "book_updates": sum(p["book_updates"] for p in per.values()),
+            "book_resyncs": sum(p["book_resyncs"] for p in per.values()),
+            "gaps_detected": sum(p["gaps_detected"] for p in per.values()),
+            "crossed_books": sum(p["crossed_books"] for p in per.values()),
+            "duplicate_trades": sum(p["duplicate_trades"] for p in per.values()),
+            "book_state": _worst_state([p["book_state"] for p in per.values()]),
+            "bars": {tf: sum(p["bars"].get(tf, 0) for p in per.values()) for tf in TIMEFRAMES},
+            "decisions": self.decisions,
+            "signals": dict(self.signals),
+            "fills": len(self.fills),
+            "denials": self.denials,
+            "positions_closed": len(self.portfolio.closed),
+            "training_steps": self.brain.training_steps() if self.brain is not None else {},
+            "rewards": self.brain.reward_stats() if self.brain is not None else {"count": 0},
+            "realised_pnl": str(self.portfolio.realised_pnl),
+            "fees": str(self.portfolio.fees),
+            "wall_s": round(wall, 3),
+            "msgs_per_s": round(self.messages / wall, 1) if wall > 0 else None,
+        }
+        if self.brain is not None:
+            totals.update(self.brain.summary_extra())
+        return {**totals, "per_symbol": per}
+
+
+def _worst_state(states: list[str]) -> str:
+    for s in ("STALE", "SYNCING"):
+        if s in states:
+            return s
+    return "LIVE" if states else "SYNCING"
+
+
+def _candle(b: Bar) -> Candle:
+    return Candle(b.open_time, float(b.open), float(b.high), float(b.low), float(b.close), float(b.volume))
+
+
+def feature_window(st: SymbolState, tf: str, n: int) -> np.ndarray:
+    return st.features[tf].window(n)

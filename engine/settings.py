@@ -1,0 +1,337 @@
+"""Strict settings: a typed schema, TOML loading, ``--set`` overrides.
+
+Every key has a type, a range and a one-line meaning here; ``settings.toml`` at the
+repository root documents the same keys with their defaults (a test keeps the two in
+step). Loading refuses unknown keys, missing keys, wrong types, ``nan``/``inf`` and
+out-of-range values, naming the key and what was expected. Secrets never live here:
+API keys come from environment variables only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """Bad settings; the message names the key and what was expected."""
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: str  # int float bool str decimal list_str dict_float choice
+    default: Any
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    lo_open: bool = False  # lo is exclusive
+
+    def expect(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        rng = ""
+        if self.lo is not None or self.hi is not None:
+            lo = "-inf" if self.lo is None else f"{self.lo:g}"
+            hi = "inf" if self.hi is None else f"{self.hi:g}"
+            rng = f" in {'(' if self.lo_open else '['}{lo}, {hi}]"
+        names = {
+            "int": "an integer",
+            "float": "a finite number",
+            "bool": "true or false",
+            "str": "a string",
+            "decimal": "a decimal number as a string (e.g. \"0.001\")",
+            "list_str": "a list of strings",
+            "dict_float": "a table of finite numbers",
+        }
+        return names[self.kind] + rng
+
+
+def _k(kind: str, default: Any, doc: str, **kw: Any) -> Key:
+    return Key(kind, default, doc, **kw)
+
+
+TF_WEIGHTS = {"1m": 0.05, "5m": 0.10, "15m": 0.15, "1h": 0.25, "4h": 0.25, "1d": 0.20}
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "general": {
+        "data_dir": _k("str", "~/.local/share/tradedesk", "ledger, checkpoints, recordings, logs"),
+        "samples_dir": _k("str", "", "where the sample recording lives; empty = <data_dir>/samples"),
+        "samples_url": _k(
+            "str",
+            "https://raw.githubusercontent.com/nkaz001/hftbacktest/"
+            "5f3ec40b2afb764e0fea112f941ed85523ef4e88/examples/spot",
+            "public address the demo downloads the sample recording from",
+        ),
+        "log_level": _k("choice", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+        "seed": _k("int", 7, "seed for every random number generator", lo=0, hi=2**31 - 1),
+    },
+    "symbols": {
+        "primary": _k("str", "ETH/USDT", "the symbol traded and charted"),
+        "reference": _k("str", "BTC/USDT", "reference symbol streamed beside it; empty for none"),
+    },
+    # -- owned by the live feed (engine/feeds) ------------------------------------------
+    "exchange": {
+        "venue": _k("choice", "binance", "primary venue (Binance spot wire protocol)", choices=("binance",)),
+        "ws_url": _k("str", "wss://stream.binance.com:9443", "Binance websocket base URL (Binance.US, testnet, or a local server)"),
+        "rest_url": _k("str", "https://api.binance.com", "Binance REST base URL"),
+    },
+    # -- owned by the models (models/, engine/brain.py, engine/fusion.py) ---------------
+    "models": {
+        "device": _k("choice", "auto", "auto = cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps")),
+        "preset": _k("choice", "small", "model size preset", choices=("small", "large")),
+        "enabled": _k("list_str", ["cnn", "dqn", "cob"], "models switched on at start"),
+        "load_checkpoints": _k("bool", True, "load the latest checkpoints at start"),
+    },
+    "fusion": {
+        "open_threshold": _k("float", 0.20, "fused score needed to open a position", lo=0, hi=1),
+        "close_threshold": _k("float", 0.10, "fused score against the position needed to close it", lo=0, hi=1),
+    },
+    # -- owned by execution (engine/risk.py, engine/ledger.py, executors) ---------------
+    "risk": {
+        "max_order_notional": _k("decimal", "1000", "largest single order, in quote", lo=0, lo_open=True),
+    },
+    "bars": {
+        "close_grace_ms": _k("int", 1000, "a bar closes this long after its end if no later trade came", lo=0, hi=60000),
+        "tick_cache_s": _k("float", 900.0, "seconds of trades kept in the tick cache", lo=10, hi=86400),
+        "history": _k("int", 2000, "closed bars kept per timeframe", lo=100, hi=100000),
+    },
+    "paper": {
+        "starting_balance": _k("decimal", "10000", "paper account quote balance (USDT)", lo=0, lo_open=True),
+        "taker_fee": _k("decimal", "0.001", "taker fee rate (0.001 = 0.1 %)", lo=0, hi=0.1),
+        "maker_fee": _k("decimal", "0.001", "maker fee rate", lo=0, hi=0.1),
+        "allow_short": _k("bool", True, "SELL when flat opens a short on paper"),
+    },
+    "trading": {
+        "order_notional": _k("decimal", "100", "size of one manual or automatic order, in quote (USDT)", lo=0, lo_open=True),
+        "notional_step": _k("decimal", "50", "how much +/- change the order size, in quote", lo=0, lo_open=True),
+        "auto_trade": _k("bool", True, "automatic trading from fused decisions (paper, replay, backtest)"),
+    },
+    "ui": {
+        "refresh_hz": _k("float", 5.0, "how often the desk reads the engine snapshot", lo=1, hi=10),
+        "chart_timeframe": _k("choice", "1m", "main chart timeframe", choices=("1s", "1m", "5m", "15m", "1h")),
+    },
+    "keys": {
+        "buy": _k("str", "b", "buy at market"),
+        "sell": _k("str", "s", "sell at market"),
+        "close": _k("str", "c", "close the open position"),
+        "panic": _k("str", "x", "flatten everything and halt"),
+        "auto": _k("str", "a", "automatic trading on/off"),
+        "toggle_cnn": _k("str", "1", "CNN on/off"),
+        "toggle_dqn": _k("str", "2", "DQN on/off"),
+        "toggle_cob": _k("str", "3", "COB model on/off"),
+        "training": _k("str", "t", "training on/off"),
+        "size_up": _k("str", "plus", "order size up"),
+        "size_down": _k("str", "minus", "order size down"),
+        "pause": _k("str", "space", "pause/resume a replay"),
+        "help": _k("str", "question_mark", "help"),
+        "quit": _k("str", "q", "quit"),
+    },
+}
+
+SECRET_HINT = "API keys come from the environment (TRADEDESK_API_KEY / TRADEDESK_API_SECRET), never settings"
+
+
+def register(section: str, keys: Mapping[str, Key]) -> None:
+    """Add a section to the schema (used by modules that own a settings section)."""
+    SCHEMA.setdefault(section, {}).update(keys)
+
+
+class Settings:
+    """Validated settings: ``s.section.key`` or ``s["section.key"]``."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], source: str) -> None:
+        self._values = values
+        self.source = source
+        for section, keys in values.items():
+            object.__setattr__(self, section, _Section(section, keys))
+
+    def __getitem__(self, dotted: str) -> Any:
+        section, _, key = dotted.partition(".")
+        return self._values[section][key]
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: {k: (str(v) if isinstance(v, Decimal) else v) for k, v in kv.items()}
+                for s, kv in self._values.items()}
+
+    def data_dir(self) -> Path:
+        return Path(os.path.expanduser(self["general.data_dir"]))
+
+    def with_overrides(self, overrides: list[str]) -> Settings:
+        values = {s: dict(kv) for s, kv in self._values.items()}
+        apply_overrides(values, overrides)
+        return Settings(values, self.source)
+
+
+class _Section:
+    def __init__(self, name: str, keys: dict[str, Any]) -> None:
+        self.__dict__.update(keys)
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<settings [{self._name}]>"
+
+
+def _coerce(key: str, spec: Key, value: Any) -> Any:
+    bad = SettingsError(f"setting {key} = {value!r}: expected {spec.expect()}")
+    kind = spec.kind
+    if kind == "bool":
+        if type(value) is not bool:
+            raise bad
+        return value
+    if kind == "int":
+        if type(value) is not int:
+            raise bad
+        out: Any = value
+    elif kind == "float":
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise bad
+        out = float(value)
+    elif kind == "decimal":
+        if type(value) not in (str, int, float):
+            raise bad
+        try:
+            out = Decimal(str(value))
+        except InvalidOperation:
+            raise bad from None
+        if not out.is_finite() or out.adjusted() > 15:
+            raise bad
+    elif kind in ("str", "choice"):
+        if type(value) is not str:
+            raise bad
+        if kind == "choice" and value not in spec.choices:
+            raise bad
+        return value
+    elif kind == "list_str":
+        if type(value) is not list or not all(type(v) is str for v in value):
+            raise bad
+        return list(value)
+    elif kind == "dict_float":
+        if type(value) is not dict:
+            raise bad
+        for k, v in value.items():
+            if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+                raise SettingsError(f"setting {key}.{k} = {v!r}: expected a finite number >= 0")
+        return {k: float(v) for k, v in value.items()}
+    else:  # pragma: no cover - schema error
+        raise AssertionError(kind)
+    num = float(out)
+    if spec.lo is not None and (num < spec.lo or (spec.lo_open and num == spec.lo)):
+        raise bad
+    if spec.hi is not None and num > spec.hi:
+        raise bad
+    return out
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    return {s: {k: spec.default for k, spec in keys.items()} for s, keys in SCHEMA.items()}
+
+
+def validate(raw: Mapping[str, Any], *, source: str, partial: bool = False) -> dict[str, dict[str, Any]]:
+    """Check a parsed TOML document against the schema; return coerced values."""
+    out = defaults()
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            raise SettingsError(f"{source}: unknown section [{section}] (known: {', '.join(SCHEMA)})")
+        if not isinstance(table, dict):
+            raise SettingsError(f"{source}: [{section}] must be a table")
+        for key, value in table.items():
+            if key not in SCHEMA[section]:
+                hint = f" ({SECRET_HINT})" if "secret" in key or "api" in key else ""
+                raise SettingsError(f"{source}: unknown key {section}.{key}{hint}")
+            out[section][key] = _coerce(f"{section}.{key}", SCHEMA[section][key], value)
+    if not partial:
+        for section, keys in SCHEMA.items():
+            for key, spec in keys.items():
+                if key not in raw.get(section, {}):
+                    raise SettingsError(
+                        f"{source}: missing key {section}.{key} ({spec.doc}; expected {spec.expect()},"
+                        f" default {spec.default!r} - copy it from the repository's settings.toml)"
+                    )
+    for section, keys in out.items():
+        for key, value in keys.items():
+            out[section][key] = _coerce(f"{section}.{key}", SCHEMA[section][key], value)
+    _cross_check(out, source)
+    return out
+
+
+_CHECKS: list[Callable[[dict[str, dict[str, Any]], str], None]] = []
+
+
+def cross_check(fn: Callable[[dict[str, dict[str, Any]], str], None]) -> Callable[[dict[str, dict[str, Any]], str], None]:
+    """Register a check across keys (e.g. close threshold <= open threshold)."""
+    _CHECKS.append(fn)
+    return fn
+
+
+def _cross_check(values: dict[str, dict[str, Any]], source: str) -> None:
+    keys = values["keys"]
+    seen: dict[str, str] = {}
+    for action, key in keys.items():
+        if key in seen:
+            raise SettingsError(f"{source}: keys.{action} = {key!r} is already bound to keys.{seen[key]}")
+        seen[key] = action
+    for fn in _CHECKS:
+        fn(values, source)
+
+
+def _parse_override_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string: --set symbols.primary=SOL/USDT
+
+
+def apply_overrides(values: dict[str, dict[str, Any]], overrides: list[str]) -> None:
+    for item in overrides:
+        dotted, eq, text = item.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not eq or not dot:
+            raise SettingsError(f"--set {item!r}: expected section.key=value")
+        if section not in SCHEMA or key not in SCHEMA[section]:
+            raise SettingsError(f"--set {item!r}: unknown key {section}.{key}")
+        values[section][key] = _coerce(dotted.strip(), SCHEMA[section][key], _parse_override_value(text.strip()))
+    _cross_check(values, "--set")
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "tradedesk" / "settings.toml"
+
+
+def find_config(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    for cand in (Path("settings.toml"), user_config_path()):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None, *, search: bool = True) -> Settings:
+    """Load settings: ``path``, else ./settings.toml, else the user config, else defaults."""
+    found = find_config(str(path) if path else None) if (path or search) else None
+    if found is None:
+        values = defaults()
+        for section, keys in values.items():
+            for key, value in keys.items():
+                keys[key] = _coerce(f"{section}.{key}", SCHEMA[section][key], value)
+        source = "built-in defaults"
+    else:
+        try:
+            raw = tomllib.loads(found.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"settings file not found: {found}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{found}: not valid TOML: {exc}") from None
+        values = validate(raw, source=str(found))
+        source = str(found)
+    if overrides:
+        apply_overrides(values, overrides)
+    return Settings(values, source)

@@ -1,0 +1,1 @@
+"""tradedesk's terminal UI (Textual) and command-line entry point."""

@@ -1,0 +1,194 @@
+"""The ``tradedesk`` command line. Headless commands never import textual."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine import settings as settings_mod
+from engine.settings import Settings, SettingsError
+
+log = logging.getLogger("tradedesk")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml, then the user config dir)")
+    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a setting (repeatable)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="model device (overrides models.device)")
+    p.add_argument("--no-load-models", action="store_true", help="start with fresh models, ignore checkpoints")
+    p.add_argument("--headless", action="store_true", help="no UI: a status line on stderr every few seconds")
+    p.add_argument("--log-file", metavar="PATH", help="log file (default: <data_dir>/logs/tradedesk.log)")
+    p.add_argument("--summary-json", metavar="FILE", help="write the run's summary JSON here on exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradedesk",
+        description="Keyboard-driven terminal trading desk for crypto. Without a command: the live desk (paper).",
+    )
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="the desk (or headless engine) over recorded data")
+    _common(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="recordings (<recv_ns> <json> lines, gzip or plain)")
+    p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
+    p.add_argument("--export-bars", metavar="DIR", help="write one CSV of bars per symbol and timeframe")
+
+    p = sub.add_parser("demo", help="the desk replaying the public sample recording")
+    _common(p)
+    p.add_argument("--samples", metavar="DIR", help="folder with the sample files (else the configured one, else download)")
+    p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
+    return parser
+
+
+def setup_logging(cfg: Settings, log_file: str | None, headless: bool) -> Path:
+    path = Path(log_file) if log_file else cfg.data_dir() / "logs" / "tradedesk.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    if headless:
+        err = logging.StreamHandler(sys.stderr)
+        err.setLevel(logging.WARNING)
+        handlers.append(err)
+    logging.basicConfig(level=cfg.general.log_level, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return path
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides = list(args.overrides)
+    if getattr(args, "device", None):
+        overrides.append(f"models.device={args.device!r}".replace("'", '"'))
+    if getattr(args, "no_load_models", False):
+        overrides.append("models.load_checkpoints=false")
+    return settings_mod.load(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_settings(args)
+    except SettingsError as exc:
+        print(f"tradedesk: bad settings: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg, args.log_file, args.headless or args.command not in (None, "demo", "replay"))
+    try:
+        if args.command == "replay":
+            return cmd_replay(args, cfg, [Path(p) for p in args.paths])
+        if args.command == "demo":
+            return cmd_demo(args, cfg)
+        if args.command is None:
+            return cmd_live(args, cfg)
+    except (ValueError, OSError) as exc:
+        print(f"tradedesk: {exc}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 2
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
+    print("tradedesk: the live feed is not built yet; try `tradedesk demo` or `tradedesk replay PATH`", file=sys.stderr)
+    return 2
+
+
+def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
+    from engine.samples import SampleError, find_or_download_samples
+
+    try:
+        paths = find_or_download_samples(cfg, args.samples)
+    except SampleError as exc:
+        print(f"tradedesk demo: {exc}", file=sys.stderr)
+        return 2
+    return cmd_replay(args, cfg, paths)
+
+
+def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> int:
+    from engine.capture import CaptureError
+    from engine.replay import parse_speed
+
+    speed = parse_speed(args.speed)
+    for p in paths:
+        if not p.is_file():
+            raise CaptureError(f"no such recording: {p}")
+    if args.headless:
+        summary = asyncio.run(_headless_replay(cfg, paths, speed, args))
+        return 0 if summary is not None else 1
+    from tui.app import run_desk
+
+    return run_desk(cfg, paths=paths, speed=speed, args=args)
+
+
+def build_replay_engine(cfg: Settings, paths: list[Path], speed: float | None, mode: str = "replay") -> tuple[Any, Any]:
+    from engine.clock import ReplayClock
+    from engine.core import Engine
+    from engine.replay import Replay
+
+    clock = ReplayClock()
+    engine = Engine(cfg, clock, mode=mode)  # symbols are added as they appear in the data
+    replay = Replay(engine, paths, speed, clock)
+    return engine, replay
+
+
+async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None, args: argparse.Namespace) -> dict[str, Any] | None:
+    from engine.headless import Stopwatch, export_bars, status_loop, write_summary
+
+    engine, replay = build_replay_engine(cfg, paths, speed)
+    watch = Stopwatch()
+    task = asyncio.create_task(replay.run())
+    status = asyncio.create_task(status_loop(engine))
+    _install_sigint(task)
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("tradedesk: interrupted; writing the summary", file=sys.stderr)
+    finally:
+        status.cancel()
+    summary = engine.summary(watch.elapsed())
+    summary["parser"] = replay.parser.stats.as_dict()
+    summary["completed"] = replay.done
+    if args.summary_json:
+        write_summary(Path(args.summary_json), summary)
+    if getattr(args, "export_bars", None):
+        export_bars(engine, Path(args.export_bars))
+    print(_one_line_summary(summary), file=sys.stderr)
+    return summary
+
+
+def _one_line_summary(s: dict[str, Any]) -> str:
+    return (f"done: {s['messages']} messages, {s['trades']} trades, gaps {s['gaps_detected']}, "
+            f"resyncs {s['book_resyncs']}, book {s['book_state']}, fills {s['fills']}, "
+            f"realised PnL {s['realised_pnl']}, {s['msgs_per_s']} msgs/s")
+
+
+def _install_sigint(task: asyncio.Task[Any]) -> None:
+    """First Ctrl-C stops cleanly (summary, ledger, checkpoints); the second forces exit."""
+    loop = asyncio.get_running_loop()
+    hits = {"n": 0}
+
+    def on_sigint() -> None:
+        hits["n"] += 1
+        if hits["n"] == 1:
+            task.cancel()
+        else:
+            os._exit(130)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, on_sigint)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
