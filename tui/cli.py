@@ -126,7 +126,8 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> in
         return 0 if summary is not None else 1
     from tui.app import run_desk
 
-    return run_desk(cfg, paths=paths, speed=speed, args=args)
+    engine, replay = build_replay_engine(cfg, paths, speed)
+    return run_desk(cfg, engine, replay, args)
 
 
 def build_replay_engine(cfg: Settings, paths: list[Path], speed: float | None, mode: str = "replay") -> tuple[Any, Any]:
