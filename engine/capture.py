@@ -60,11 +60,9 @@ def _lines(paths: list[Path], source: int, counters: dict[str, int]) -> Iterator
                         counters["bad_line"] = counters.get("bad_line", 0) + 1
                         continue
                     yield CaptureLine(int(stamp), payload, source)
-            except (EOFError, gzip.BadGzipFile, OSError) as exc:
+            except (EOFError, gzip.BadGzipFile, OSError):
                 # A truncated recording (the recorder was killed) keeps what was read.
                 counters["truncated_files"] = counters.get("truncated_files", 0) + 1
-                counters.setdefault("truncated_detail", 0)
-                _ = exc
 
 
 def group_files(paths: list[Path]) -> list[tuple[str | None, list[Path]]]:

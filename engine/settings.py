@@ -38,8 +38,9 @@ class Key:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         rng = ""
         if self.lo is not None or self.hi is not None:
-            lo = "-inf" if self.lo is None else f"{self.lo:g}"
-            hi = "inf" if self.hi is None else f"{self.hi:g}"
+            fmt = (lambda x: str(int(x))) if self.kind == "int" else (lambda x: f"{x:g}")
+            lo = "-inf" if self.lo is None else fmt(self.lo)
+            hi = "inf" if self.hi is None else fmt(self.hi)
             rng = f" in {'(' if self.lo_open else '['}{lo}, {hi}]"
         names = {
             "int": "an integer",
@@ -194,7 +195,7 @@ def _coerce(key: str, spec: Key, value: Any) -> Any:
             raise bad
         out = float(value)
     elif kind == "decimal":
-        if type(value) not in (str, int, float):
+        if type(value) not in (str, int, float, Decimal):
             raise bad
         try:
             out = Decimal(str(value))
@@ -335,3 +336,53 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, *, 
     if overrides:
         apply_overrides(values, overrides)
     return Settings(values, source)
+
+
+# ---------------------------------------------------------------------------- documentation
+
+_HEADER = """\
+# tradedesk settings: every key with its meaning, unit and default.
+#
+# Loaded from --config PATH, else ./settings.toml, else ~/.config/tradedesk/settings.toml,
+# else built-in defaults. A settings file must hold every key (copy this one and edit);
+# unknown keys, missing keys, wrong types, nan/inf and out-of-range values stop the start
+# with a message naming the key. Override any key for one run with
+# `--set section.key=value` (repeatable).
+#
+# Secrets never live here: API keys come from the environment variables
+# TRADEDESK_API_KEY and TRADEDESK_API_SECRET only.
+#
+# This file is generated from engine/settings.py (`python -m engine.settings > settings.toml`);
+# a test keeps the two in step.
+"""
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, Decimal):
+        return f'"{v}"'
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def render_toml() -> str:
+    """The documented default settings file."""
+    out = [_HEADER]
+    for section, keys in SCHEMA.items():
+        out.append(f"\n[{section}]")
+        for key, spec in keys.items():
+            out.append(f"# {spec.doc}. Expected: {spec.expect()}.")
+            out.append(f"{key} = {_toml_value(spec.default)}")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render_toml(), end="")

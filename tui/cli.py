@@ -17,15 +17,23 @@ from engine.settings import Settings, SettingsError
 log = logging.getLogger("tradedesk")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml, then the user config dir)")
-    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
+def _common(p: argparse.ArgumentParser, sub: bool = False) -> None:
+    # On subcommands the defaults are suppressed so `tradedesk --config X replay ...` and
+    # `tradedesk replay --config X ...` both work (argparse would otherwise reset them).
+    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
+    p.add_argument("--config", metavar="PATH", default=d(None),
+                   help="settings file (default: ./settings.toml, then the user config dir)")
+    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=d([]), dest="overrides",
                    help="override a setting (repeatable)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="model device (overrides models.device)")
-    p.add_argument("--no-load-models", action="store_true", help="start with fresh models, ignore checkpoints")
-    p.add_argument("--headless", action="store_true", help="no UI: a status line on stderr every few seconds")
-    p.add_argument("--log-file", metavar="PATH", help="log file (default: <data_dir>/logs/tradedesk.log)")
-    p.add_argument("--summary-json", metavar="FILE", help="write the run's summary JSON here on exit")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=d(None),
+                   help="model device (overrides models.device)")
+    p.add_argument("--no-load-models", action="store_true", default=d(False),
+                   help="start with fresh models, ignore checkpoints")
+    p.add_argument("--headless", action="store_true", default=d(False),
+                   help="no UI: a status line on stderr every few seconds")
+    p.add_argument("--log-file", metavar="PATH", default=d(None),
+                   help="log file (default: <data_dir>/logs/tradedesk.log)")
+    p.add_argument("--summary-json", metavar="FILE", default=d(None), help="write the run's summary JSON here on exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("replay", help="the desk (or headless engine) over recorded data")
-    _common(p)
+    _common(p, sub=True)
     p.add_argument("paths", nargs="+", metavar="PATH", help="recordings (<recv_ns> <json> lines, gzip or plain)")
     p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
     p.add_argument("--export-bars", metavar="DIR", help="write one CSV of bars per symbol and timeframe")
 
     p = sub.add_parser("demo", help="the desk replaying the public sample recording")
-    _common(p)
+    _common(p, sub=True)
     p.add_argument("--samples", metavar="DIR", help="folder with the sample files (else the configured one, else download)")
     p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
     return parser
@@ -157,6 +165,7 @@ async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None
         status.cancel()
     summary = engine.summary(watch.elapsed())
     summary["parser"] = replay.parser.stats.as_dict()
+    summary["reader"] = {"lines": replay.lines, **replay.counters}
     summary["completed"] = replay.done
     if args.summary_json:
         write_summary(Path(args.summary_json), summary)
