@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, sub=True)
     p.add_argument("--samples", metavar="DIR", help="folder with the sample files (else the configured one, else download)")
     p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
+
+    p = sub.add_parser("bench", help="the benchmark suite (BENCH.md figures)")
+    _common(p, sub=True)
+    p.add_argument("--json", metavar="FILE", help="write every figure and the environment as JSON")
+    p.add_argument("--quick", action="store_true", help="a short variant (under a minute)")
+    p.add_argument("--data", metavar="DIR", default="../shared/data/binance-spot",
+                   help="folder with the R1 recordings (default ../shared/data/binance-spot)")
     return parser
 
 
@@ -93,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args, cfg, [Path(p) for p in args.paths])
         if args.command == "demo":
             return cmd_demo(args, cfg)
+        if args.command == "bench":
+            return cmd_bench(args, cfg)
         if args.command is None:
             return cmd_live(args, cfg)
     except (ValueError, OSError) as exc:
@@ -108,6 +117,19 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
     print("tradedesk: the live feed is not built yet; try `tradedesk demo` or `tradedesk replay PATH`", file=sys.stderr)
     return 2
+
+
+def cmd_bench(args: argparse.Namespace, cfg: Settings) -> int:
+    import json
+
+    from engine import bench
+
+    report = bench.run(cfg, Path(args.data), quick=args.quick)
+    text = json.dumps(report, indent=2, default=str)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
