@@ -147,6 +147,7 @@ class Brain:
         self._decision_id = 0
         self._opening: OpenContext | None = None
         self.tracker: dict[int, OpenContext] = {}
+        self.attribution: dict[str, dict[str, float]] = {}  # model -> PnL share of the positions it opened
         self.rewarder = RewardCalculator(RewardParams(**{k: cfg[f"rewards.{k}"] for k in RewardParams.__dataclass_fields__}))
         self.rewards: list[Reward] = []
         self.training_steps_total: dict[str, int] = dict.fromkeys(MODEL_KEYS, 0)
@@ -270,6 +271,7 @@ class Brain:
             "signals": {k: v for k, v in self.signal_counts.items()},
             "decisions_actionable": c.actionable,
             "explorations": self.explorations,
+            "attribution": {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in self.attribution.items()},
             "max_hold_closes": self.max_hold_closes,
             "decisions_executed": c.executed,
             "decisions_skipped_not_live": c.not_live_skips,
@@ -512,6 +514,11 @@ class Brain:
         ctx = self.tracker.pop(ev.position_id, None)
         if ctx is None:
             return
+        for c in ctx.contributions:
+            a = self.attribution.setdefault(c.model, {"positions": 0, "pnl": 0.0, "weight": 0.0})
+            a["positions"] += 1
+            a["pnl"] += float(ev.realised_pnl) * c.weight
+            a["weight"] += c.weight
         equity = float(self.engine.balance())
         reward = self.rewarder(ev, equity)
         self.rewards.append(reward)

@@ -157,8 +157,8 @@ class BarFeatures:
     def window(self, n: int = WINDOW) -> np.ndarray:
         """The last ``n`` rows, oldest first, left-padded with zeros while warming up."""
         out = np.zeros((n, N_BAR_FEATURES), dtype=np.float32)
-        k = min(n, self.count)
         cap = len(self.rows)
+        k = min(n, self.count, cap)  # never read a slot the ring has already overwritten
         for i in range(k):
             out[n - k + i] = self.rows[(self.count - k + i) % cap]
         return out

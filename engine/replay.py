@@ -65,6 +65,8 @@ class Replay:
         parser = self.parser
         cl: CaptureLine
         for cl in lines:
+            if self.lines == 0:
+                self.engine.replay_info["first_ns"] = cl.ts_recv
             self.lines += 1
             hint = hints[cl.source] or last_symbol.get(cl.source)
             ev = parser.parse_frame(cl.payload, cl.ts_recv, hint)

@@ -86,13 +86,41 @@ SCHEMA: dict[str, dict[str, Key]] = {
     # -- owned by the models (models/, engine/brain.py, engine/fusion.py) ---------------
     "models": {
         "device": _k("choice", "auto", "auto = cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps")),
-        "preset": _k("choice", "small", "model size preset", choices=("small", "large")),
-        "enabled": _k("list_str", ["cnn", "dqn", "cob"], "models switched on at start"),
-        "load_checkpoints": _k("bool", True, "load the latest checkpoints at start"),
+        "preset": _k("choice", "small", "model size preset: small (CPU-friendly) or large (~50M CNN / 5M DQN / 400M COB, for a GPU)", choices=("small", "large")),
+        "enabled": _k("list_str", ["cnn", "dqn", "cob"], "models switched on at start (cnn, dqn, cob)"),
+        "load_checkpoints": _k("bool", True, "load the latest checkpoints from <data_dir>/checkpoints at start"),
+        "save_checkpoints": _k("bool", True, "save checkpoints on exit and every checkpoint_every_closes closed positions"),
+        "checkpoint_every_closes": _k("int", 20, "save checkpoints after this many closed positions (0 = only on exit)", lo=0, hi=100000),
+        "decision_interval_ms": _k("int", 1000, "DQN and fusion run this often, in market time (ms)", lo=50, hi=3600000),
+        "cob_interval_ms": _k("int", 200, "the COB model reads the book this often, in market time (ms)", lo=50, hi=600000),
+        "cnn_min_bars": _k("int", 5, "bars a timeframe needs before its CNN head is used (window is zero-padded)", lo=1, hi=60),
+        "training_queue": _k("int", 64, "training jobs waiting at most; more closes than this are dropped and counted", lo=1, hi=100000),
     },
     "fusion": {
+        "weights": _k("dict_float", {"cnn": 0.7, "dqn": 0.15, "cob": 0.15}, "model weights, renormalised over the models available at each decision"),
+        "tf_weights": _k("dict_float", {"1m": 0.05, "5m": 0.10, "15m": 0.15, "1h": 0.25, "4h": 0.25, "1d": 0.20}, "CNN timeframe weights, renormalised over the timeframes that are not warming up"),
         "open_threshold": _k("float", 0.20, "fused score needed to open a position", lo=0, hi=1),
         "close_threshold": _k("float", 0.10, "fused score against the position needed to close it", lo=0, hi=1),
+        "explore_rate": _k("float", 0.02, "chance per decision, when flat, of taking the DQN's exploratory BUY/SELL so the models get outcomes to learn from (0 = never)", lo=0, hi=1),
+        "max_hold_s": _k("float", 600.0, "automatic decisions close a position held longer than this, in market seconds (0 = no limit)", lo=0, hi=86400 * 30),
+    },
+    "training": {
+        "swing_threshold": _k("dict_float", {"1m": 0.005, "5m": 0.01, "15m": 0.015, "1h": 0.02, "4h": 0.03, "1d": 0.05},
+                              "perfect-move swing threshold per timeframe, as a fraction of price (seed: 0.02)"),
+        "epochs": _k("int", 3, "passes over the labelled samples in `tradedesk train`", lo=1, hi=1000),
+        "batch_size": _k("int", 64, "samples per optimizer step in `tradedesk train`", lo=1, hi=65536),
+    },
+    "rewards": {
+        "pnl_scale": _k("float", 100.0, "reward per unit of PnL after fees as a fraction of entry notional", lo=0, hi=1e6),
+        "time_penalty_per_min": _k("float", 0.01, "penalty per minute held past free_hold_s", lo=0, hi=100),
+        "free_hold_s": _k("float", 300.0, "hold time without a time penalty (seconds)", lo=0, hi=86400 * 30),
+        "risk_scale": _k("float", 2.0, "weight of the risk-adjusted return (PnL fraction / exposure)", lo=0, hi=1000),
+        "consistency_scale": _k("float", 0.05, "weight of PnL against the spread of the last 20 PnLs", lo=0, hi=1000),
+        "win_streak_step": _k("float", 0.02, "bonus per win in a row", lo=0, hi=10),
+        "win_streak_cap": _k("float", 0.1, "largest win-streak bonus", lo=0, hi=10),
+        "loss_streak_step": _k("float", 0.05, "penalty per loss in a row", lo=0, hi=10),
+        "loss_streak_cap": _k("float", 0.2, "largest loss-streak penalty", lo=0, hi=10),
+        "clip": _k("float", 10.0, "rewards are clipped to [-clip, clip]", lo=0, lo_open=True, hi=1e6),
     },
     # -- owned by execution (engine/risk.py, engine/ledger.py, executors) ---------------
     "risk": {
@@ -280,6 +308,25 @@ def _cross_check(values: dict[str, dict[str, Any]], source: str) -> None:
         seen[key] = action
     for fn in _CHECKS:
         fn(values, source)
+
+
+@cross_check
+def _check_models(values: dict[str, dict[str, Any]], source: str) -> None:
+    known = ("cnn", "dqn", "cob")
+    for key in values["models"]["enabled"]:
+        if key not in known:
+            raise SettingsError(f"{source}: models.enabled: unknown model {key!r}; expected some of {', '.join(known)}")
+    for key in values["fusion"]["weights"]:
+        if key not in known:
+            raise SettingsError(f"{source}: fusion.weights.{key}: unknown model; expected some of {', '.join(known)}")
+    tfs = ("1m", "5m", "15m", "1h", "4h", "1d")
+    for key in values["fusion"]["tf_weights"]:
+        if key not in tfs:
+            raise SettingsError(f"{source}: fusion.tf_weights.{key}: not a CNN timeframe; expected some of {', '.join(tfs)}")
+    f = values["fusion"]
+    if f["close_threshold"] > f["open_threshold"]:
+        raise SettingsError(f"{source}: fusion.close_threshold ({f['close_threshold']}) must not exceed "
+                            f"fusion.open_threshold ({f['open_threshold']})")
 
 
 def _parse_override_value(text: str) -> Any:

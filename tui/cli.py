@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", metavar="DIR", help="folder with the sample files (else the configured one, else download)")
     p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
 
+    p = sub.add_parser("backtest", help="headless replay at max speed with the full engine, then a report")
+    _common(p, sub=True)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="recordings")
+    p.add_argument("--report", metavar="FILE", help="write the report as JSON")
+
+    p = sub.add_parser("train", help="offline pre-training of the CNN on perfect moves")
+    _common(p, sub=True)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="recordings, Binance kline/aggTrades CSV dumps (zipped or not), or folders of them")
+    p.add_argument("--epochs", type=int, help="passes over the samples (default training.epochs)")
+
+    p = sub.add_parser("models", help="list model checkpoints")
+    _common(p, sub=True)
+
     p = sub.add_parser("bench", help="the benchmark suite (BENCH.md figures)")
     _common(p, sub=True)
     p.add_argument("--json", metavar="FILE", help="write every figure and the environment as JSON")
@@ -100,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args, cfg, [Path(p) for p in args.paths])
         if args.command == "demo":
             return cmd_demo(args, cfg)
+        if args.command == "backtest":
+            return cmd_backtest(args, cfg)
+        if args.command == "train":
+            return cmd_train(args, cfg)
+        if args.command == "models":
+            return cmd_models(args, cfg)
         if args.command == "bench":
             return cmd_bench(args, cfg)
         if args.command is None:
@@ -117,6 +137,78 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
     print("tradedesk: the live feed is not built yet; try `tradedesk demo` or `tradedesk replay PATH`", file=sys.stderr)
     return 2
+
+
+def cmd_backtest(args: argparse.Namespace, cfg: Settings) -> int:
+    import json
+
+    from engine.backtest import EquityRecorder, render, report
+    from engine.headless import Stopwatch, write_summary
+
+    paths = [Path(p) for p in args.paths]
+    for p in paths:
+        if not p.is_file():
+            print(f"tradedesk backtest: no such recording: {p}", file=sys.stderr)
+            return 2
+    engine, replay = build_replay_engine(cfg, paths, None, mode="backtest")
+    equity = EquityRecorder(engine)
+    watch = Stopwatch()
+    try:
+        replay.run_sync()
+    except KeyboardInterrupt:
+        print("tradedesk backtest: interrupted; reporting what ran", file=sys.stderr)
+    engine.shutdown()
+    wall = watch.elapsed()
+    summary = engine.summary(wall)
+    rep = report(engine, equity, summary)
+    span = _span_s(engine)
+    rep["replay_x_realtime"] = round(span / wall, 2) if span and wall > 0 else None
+    print(render(rep, span))
+    if args.report:
+        Path(args.report).write_text(json.dumps(rep, indent=2, default=str) + "\n", encoding="utf-8")
+    if args.summary_json:
+        write_summary(Path(args.summary_json), summary)
+    return 0
+
+
+def _span_s(engine: Any) -> float | None:
+    """Market time covered by the replay (first to last receive stamp)."""
+    first = engine.replay_info.get("first_ns")
+    last = engine.clock.now_ns()
+    return (last - first) / 1e9 if first else None
+
+
+def cmd_train(args: argparse.Namespace, cfg: Settings) -> int:
+    import json
+
+    from engine.train import TrainInputError, iter_files, train_cnn
+
+    try:
+        rep = train_cnn(cfg, iter_files(args.paths), args.epochs or cfg.training.epochs)
+    except TrainInputError as exc:
+        print(f"tradedesk train: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(rep, indent=2, default=str))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, cfg: Settings) -> int:
+    from models.checkpoint import list_checkpoints
+
+    folder = cfg.data_dir() / "checkpoints"
+    rows = list_checkpoints(folder)
+    if not rows:
+        print(f"no checkpoints in {folder} (models start untrained; they are saved after training)")
+        return 0
+    print(f"{'model':6} {'preset':6} {'params':>11} {'device':14} {'step':>7}  {'created':20} metrics / file")
+    for r in rows:
+        if "error" in r:
+            print(f"{'?':6} {'':6} {'':>11} {'':14} {'':>7}  {'':20} {Path(r['path']).name}: REFUSED ({r['error']})")
+            continue
+        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["metrics"].items())
+        print(f"{r['model']:6} {r['preset']:6} {r['parameters']:>11,} {str(r['device'])[:14]:14} {r['step']:>7}  "
+              f"{str(r['created'])[:20]:20} {metrics} {Path(r['path']).name}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace, cfg: Settings) -> int:
@@ -167,8 +259,20 @@ def build_replay_engine(cfg: Settings, paths: list[Path], speed: float | None, m
 
     clock = ReplayClock()
     engine = Engine(cfg, clock, mode=mode)  # symbols are added as they appear in the data
+    attach_models(engine, cfg, deterministic=True)
     replay = Replay(engine, paths, speed, clock)
     return engine, replay
+
+
+def attach_models(engine: Any, cfg: Settings, *, deterministic: bool) -> None:
+    """Load the models into the engine unless every one is switched off in settings."""
+    if not cfg.models.enabled:
+        return  # the desk says "no models loaded": no automatic decisions
+    from engine.brain import Brain
+
+    brain = Brain(engine, cfg, deterministic=deterministic)
+    engine.brain = brain
+    engine.on_shutdown(brain.close)
 
 
 async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -185,6 +289,7 @@ async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None
         print("tradedesk: interrupted; writing the summary", file=sys.stderr)
     finally:
         status.cancel()
+    engine.shutdown()
     summary = engine.summary(watch.elapsed())
     summary["parser"] = replay.parser.stats.as_dict()
     summary["reader"] = {"lines": replay.lines, **replay.counters}
