@@ -170,16 +170,117 @@ def bench_naive(cfg: Settings, paths: list[Path], n_trades: int) -> dict[str, An
     }
 
 
+def _pcts(vals: list[float]) -> dict[str, float | None]:
+    v = sorted(vals)
+    if not v:
+        return {"p50": None, "p99": None, "p999": None, "max": None, "n": 0}
+
+    def q(x: float) -> float:
+        return round(v[min(len(v) - 1, int(x * len(v)))], 3)
+
+    return {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": round(v[-1], 3), "n": len(v)}
+
+
+def _bench_cfg(cfg: Settings, tmp: Path, *extra: str) -> Settings:
+    # A private data dir: benchmarks neither load nor overwrite the user's checkpoints.
+    return cfg.with_overrides([f'general.data_dir="{tmp}"', "models.load_checkpoints=false",
+                               "models.save_checkpoints=false", *extra])
+
+
+def bench_backtest(cfg: Settings, paths: list[Path], tmp: Path) -> dict[str, Any]:
+    """B4 (backtest × real time, all models on), B5 at max speed, B8 (train-on-close cost)."""
+    from tui.cli import build_replay_engine
+
+    bcfg = _bench_cfg(cfg, tmp / "b4", "fusion.explore_rate=0.05", "fusion.max_hold_s=60")
+    engine, replay = build_replay_engine(bcfg, paths, None, mode="backtest")
+    t0 = time.perf_counter()
+    replay.run_sync()
+    engine.brain._train_q.join()
+    wall = time.perf_counter() - t0
+    span = (engine.clock.now_ns() - engine.replay_info["first_ns"]) / 1e9
+    brain = engine.brain
+    train_ms = [r for r in brain.train_wall_ms]
+    summary = engine.summary(wall)
+    engine.shutdown()
+    return {
+        "B4_x_realtime": round(span / wall, 1),
+        "B4_wall_s": round(wall, 2),
+        "B4_market_s": round(span, 1),
+        "B4_target": 100,
+        "B4_decisions": summary["decisions"],
+        "B4_positions_closed": summary["positions_closed"],
+        "B5_max_speed_decision_ms": _pcts(list(brain.decision_latency_ms)),
+        "B8_train_ms_per_close_per_model": _pcts(train_ms),
+        "B8_closes_behind": summary["training_dropped"],
+    }
+
+
+async def _paced(cfg: Settings, paths: list[Path], speed: float, tmp: Path) -> dict[str, Any]:
+    """A live-like run: inference by callback, training in its thread, an event-loop probe."""
+    import asyncio
+
+    from engine.brain import Brain
+    from engine.clock import ReplayClock
+    from engine.replay import Replay
+
+    bcfg = _bench_cfg(cfg, tmp / f"paced{speed:g}", "fusion.explore_rate=0.05", "fusion.max_hold_s=30")
+    clock = ReplayClock()
+    engine = Engine(bcfg, clock, mode="replay")
+    brain = Brain(engine, bcfg, deterministic=False)
+    engine.brain = brain
+    replay = Replay(engine, paths, speed, clock)
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        period = 0.01
+        while not stop.is_set():
+            t = loop.time()
+            await asyncio.sleep(period)
+            lags.append((loop.time() - t - period) * 1e3)
+
+    p = asyncio.create_task(probe())
+    await replay.run()
+    stop.set()
+    await p
+    during = list(brain.decision_latency_training_ms)
+    idle = list(brain.decision_latency_ms)
+    brain.close(save=False)
+    return {"decision_ms": _pcts(idle), "decision_ms_while_training": _pcts(during), "loop_lag_ms": _pcts(lags)}
+
+
 def run(cfg: Settings, data_dir: Path, quick: bool = False, out: Any = sys.stderr) -> dict[str, Any]:
     paths = [data_dir / name for name in R1]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"bench needs the R1 recordings: missing {', '.join(missing)}")
+    import asyncio
+    import tempfile
+
+    from models import bench as model_bench
+
     report: dict[str, Any] = {"environment": environment(), "quick": quick}
     rss0 = _rss_mb()
+    tmp = Path(tempfile.mkdtemp(prefix="tradedesk-bench-"))
+    short = paths[:1] if quick else paths
+
+    def paced() -> dict[str, Any]:
+        speed = 50.0 if quick else 10.0
+        r = asyncio.run(_paced(cfg, short, speed, tmp))
+        return {f"B5_decision_ms_at_{speed:g}x": r["decision_ms"],
+                f"B6_decision_ms_while_training_at_{speed:g}x": r["decision_ms_while_training"],
+                "B6_ratio_p99": (round(r["decision_ms_while_training"]["p99"] / r["decision_ms"]["p99"], 2)
+                                 if r["decision_ms_while_training"]["p99"] and r["decision_ms"]["p99"] else None),
+                f"B9_loop_lag_ms_at_{speed:g}x": r["loop_lag_ms"]}
+
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("ingest (B1, B2)", lambda: bench_ingest(cfg, paths, 1 if quick else 5)),
         ("naive baseline (B3)", lambda: bench_naive(cfg, paths, 100 if quick else 400)),
+        ("backtest with models (B4, B5, B8)", lambda: bench_backtest(cfg, short, tmp)),
+        ("paced replay (B5, B6, B9)", paced),
+        ("model inference (B7)", lambda: {"B7": model_bench.run_b7(iters=100 if quick else 300)}),
+        ("GPU (B13)", lambda: {"B13": model_bench.run_b13()}),
     ]
     for name, step in steps:
         print(f"bench: {name} ...", file=out, flush=True)

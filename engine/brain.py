@@ -152,6 +152,9 @@ class Brain:
         self.rewards: list[Reward] = []
         self.training_steps_total: dict[str, int] = dict.fromkeys(MODEL_KEYS, 0)
         self.decision_latency_ms: deque[float] = deque(maxlen=10_000)
+        self.decision_latency_training_ms: deque[float] = deque(maxlen=10_000)  # while a train step ran
+        self.train_wall_ms: deque[float] = deque(maxlen=10_000)
+        self._training_now = False
         self.last_dqn_explored = ""
         self._explore_rng = np.random.default_rng(cfg.general.seed + 101)
         self.explorations = 0
@@ -262,7 +265,7 @@ class Brain:
         st = self.engine.symbols.get(self.engine.primary)
         if st is not None:
             warming = [tf for tf in CNN_TIMEFRAMES if st.features[tf].count < self.cfg.models.cnn_min_bars]
-        lat = sorted(self.decision_latency_ms)
+        lat = sorted([*self.decision_latency_ms, *self.decision_latency_training_ms])
 
         def pct(q: float) -> float | None:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
@@ -458,7 +461,8 @@ class Brain:
                 executed = self._execute(st, action, did, fused.contributions, inputs)
                 if not executed:
                     why_not = engine.last_denial or "not filled"
-        self.decision_latency_ms.append((time.perf_counter() - t_recv) * 1e3)
+        lat = (time.perf_counter() - t_recv) * 1e3
+        (self.decision_latency_training_ms if self._training_now else self.decision_latency_ms).append(lat)
         ev = DecisionMade(did, st.symbol, action, fused.score, now, fused.contributions, executed, why_not)
         engine.bus.publish(ev)
         if action != "HOLD":
@@ -552,6 +556,7 @@ class Brain:
                     return
                 key, ctx, reward, scale, ts = job
                 agent = self.agents[key]
+                self._training_now = True
                 t0 = time.perf_counter()
                 skipped = ""
                 try:
@@ -564,6 +569,8 @@ class Brain:
                     log.exception("training %s failed", key)
                 if loss is not None and not math.isfinite(loss):
                     loss, skipped = None, "non-finite loss"
+                self._training_now = False
+                self.train_wall_ms.append((time.perf_counter() - t0) * 1e3)
                 self._results.append(TrainResult(key, reward.position_id, reward.total, scale, loss,
                                                  agent.training_steps, (time.perf_counter() - t0) * 1e3, skipped))
             finally:
