@@ -31,27 +31,30 @@ from engine.events import (
     BookSnapshot,
     BookState,
     BookStateChanged,
+    CancelOrders,
     ClosePosition,
     Command,
     DecisionMade,
     MarketData,
+    ModelTrained,
     Notice,
-    OrderDenied,
     OrderFilled,
     Panic,
     PauseReplay,
     PositionClosed,
-    PositionOpened,
+    ResumeTrading,
     SetAutoTrading,
+    SetOrderSize,
     SetTraining,
-    Side,
     SignalEmitted,
     SubmitOrder,
     ToggleModel,
     Trade,
 )
+from engine.executor import Executor
 from engine.features import BarFeatures
-from engine.paper import PaperExecutor
+from engine.ledger import Ledger
+from engine.orders import OrderManager
 from engine.positions import Portfolio
 from engine.settings import Settings
 from engine.snapshot import (
@@ -60,6 +63,7 @@ from engine.snapshot import (
     DeskSnapshot,
     LogLine,
     Marker,
+    OrderView,
     PositionView,
     SymbolView,
 )
@@ -92,9 +96,14 @@ class SymbolState:
 
 
 class Engine:
-    """One trading engine over any feed. ``mode`` is ``live``, ``replay`` or ``backtest``."""
+    """One trading engine over any feed. ``mode`` is ``live``, ``replay`` or ``backtest``.
 
-    def __init__(self, settings: Settings, clock: Clock, mode: str = "replay") -> None:
+    ``ledger`` is the account's journal (default: a throwaway in-memory one, for tests);
+    ``executor`` the venue (default: paper over this engine's books).
+    """
+
+    def __init__(self, settings: Settings, clock: Clock, mode: str = "replay",
+                 ledger: Ledger | None = None, executor: Executor | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.mode = mode
@@ -102,14 +111,14 @@ class Engine:
         self.symbols: dict[str, SymbolState] = {}
         self.configured_primary = settings.symbols.primary.replace("/", "").upper()
         self.portfolio = Portfolio(allow_short=settings.paper.allow_short)
-        self.executor = PaperExecutor(settings.paper.taker_fee)
         self.order_notional: Decimal = settings.trading.order_notional
         self.auto_trade: bool = settings.trading.auto_trade if mode != "live" else False
         self.training: bool = True
-        self.trading_state = "ACTIVE"
         self.paused = False
         self.on_pause: Callable[[bool], None] | None = None
         self.brain: Any = None  # set by engine.brain when models are loaded
+        self._shutdown_hooks: list[Callable[[], None]] = []
+        self.bar_listeners: list[Callable[[Bar], None]] = []  # e.g. offline training's series
         self._commands: deque[Command] = deque()
         self.log: deque[LogLine] = deque(maxlen=400)
         self.training_log: deque[LogLine] = deque(maxlen=200)
@@ -119,14 +128,23 @@ class Engine:
         self.decisions = 0
         self.signals: dict[str, int] = {}
         self.denials = 0
+        self.last_denial = ""
         self.messages = 0
         self.started_wall = time.perf_counter()
         self.feed_info: dict[str, object] = {}
+        self.cob: dict[str, Any] = {}  # symbol → engine.cob.ConsolidatedBook, set by the live driver
         self.replay_info: dict[str, object] = {}
         self.device = "CPU"
         self._snap_seq = 0
         self.bus.on(SignalEmitted, self._on_signal)
         self.bus.on(DecisionMade, self._on_decision)
+        self.bus.on(ModelTrained, self._on_trained)
+        self.orders_sent = 0
+        self._exec_watch = False  # True while paper orders are queued (latency) or resting
+        self.orders = OrderManager(self, ledger if ledger is not None else Ledger.memory(), executor)
+        self.ledger = self.orders.ledger
+        self.executor = self.orders.executor
+        self.risk = self.orders.risk
 
     # ------------------------------------------------------------------ symbols
 
@@ -161,6 +179,8 @@ class Engine:
     # ------------------------------------------------------------------ market data (hot path)
 
     def on_market(self, ev: MarketData) -> None:
+        if self._exec_watch:  # delayed orders fill on the book as it was before this message
+            self.orders.before_market(ev)
         self.messages += 1
         st = self._state(ev.symbol)
         st.messages += 1
@@ -194,6 +214,8 @@ class Engine:
         st.last_event_ns = t.ts_event
         st.ticks.add(t)
         st.bars.add_trade(t)
+        if self._exec_watch:  # resting limit orders fill when a trade prints through them
+            self.orders.on_trade(t)
 
     def _on_bar(self, st: SymbolState, bar: Bar) -> None:
         row = st.features[bar.timeframe].update(bar)
@@ -202,6 +224,10 @@ class Engine:
             b = float(sum(q for _, q in bids))
             a = float(sum(q for _, q in asks))
             st.imbalance.append((b - a) / (b + a) if b + a > 0 else 0.0)
+            if st.symbol == self.primary:  # once a second: day loss limit, due orders, ledger retries
+                self.orders.housekeeping(self.clock.now_ns())
+        for listener in self.bar_listeners:
+            listener(bar)
         if self.brain is not None:
             self.brain.on_bar(st, bar, row)
 
@@ -210,6 +236,7 @@ class Engine:
         level = "good" if state is BookState.LIVE else "warn"
         self._log(now, "book", f"{display_symbol(symbol)} book {state.value}: {reason}", level)
         self.bus.publish(BookStateChanged(symbol, state, reason, now))
+        self.orders.on_book_state(symbol, state, reason, now)
 
     # ------------------------------------------------------------------ commands
 
@@ -229,13 +256,9 @@ class Engine:
     def _run(self, cmd: Command) -> None:
         now = self.clock.now_ns()
         if isinstance(cmd, SubmitOrder):
-            self._submit_order(cmd, now)
+            self.orders.submit(cmd, now)
         elif isinstance(cmd, ClosePosition):
-            pos = self.portfolio.positions.get(cmd.symbol)
-            if pos is None:
-                self._log(now, cmd.reason, f"no open {display_symbol(cmd.symbol)} position to close", "warn")
-                return
-            self._submit_order(SubmitOrder(cmd.symbol, pos.side.opposite(), pos.qty, cmd.reason, cmd.decision_id), now)
+            self.orders.close_position(cmd, now)
         elif isinstance(cmd, SetAutoTrading):
             self.auto_trade = (not self.auto_trade) if cmd.enabled is None else cmd.enabled
             self._log(now, "engine", f"automatic trading {'ON' if self.auto_trade else 'OFF'}")
@@ -248,15 +271,33 @@ class Engine:
             else:
                 self.brain.toggle(cmd.model, cmd.enabled)
         elif isinstance(cmd, Panic):
-            for sym, pos in list(self.portfolio.positions.items()):
-                self._submit_order(SubmitOrder(sym, pos.side.opposite(), pos.qty, "panic"), now, force=True)
-            self.trading_state = "HALTED"
             self.auto_trade = False
-            self._log(now, "risk", "PANIC: flattened and HALTED", "error")
+            self._log(now, "risk", "PANIC: cancel all, flatten, HALT", "error")
+            self.orders.panic(now)
+        elif isinstance(cmd, CancelOrders):
+            n = self.orders.cancel(cmd.symbol, cmd.client_id, now)
+            self._log(now, "engine", f"{n} order(s) canceled")
+        elif isinstance(cmd, ResumeTrading):
+            self.orders.resume(now)
         elif isinstance(cmd, PauseReplay):
             self.paused = (not self.paused) if cmd.paused is None else cmd.paused
             if self.on_pause:
                 self.on_pause(self.paused)
+        elif isinstance(cmd, SetOrderSize):
+            self._set_order_size(cmd.steps, now)
+
+    def _set_order_size(self, steps: int, now: int) -> None:
+        """Move the order notional by whole steps, within [one step, risk.max_order_notional]."""
+        step = self.settings.trading.notional_step
+        cap = max(self.settings.risk.max_order_notional, step)
+        want = self.order_notional + step * steps
+        self.order_notional = min(max(want, step), cap)
+        why = ""
+        if want < step:
+            why = f" (never below one step: {step})"
+        elif want > cap:
+            why = f" (capped at risk.max_order_notional: {cap})"
+        self._log(now, "engine", f"order size {self.order_notional}{why}")
 
     def order_qty(self, symbol: str) -> Decimal | None:
         """The configured order notional as a quantity at the current mid, rounded to the step."""
@@ -268,64 +309,61 @@ class Engine:
             return None
         return st.filters.round_qty(self.order_notional / mid)
 
-    def _deny(self, cmd: SubmitOrder, reason: str, now: int) -> None:
-        self.denials += 1
-        self.bus.publish(OrderDenied(cmd.symbol, cmd.side, cmd.qty, reason, now, cmd.reason))
-        self._log(now, cmd.reason, f"{cmd.side.value} {cmd.qty} {display_symbol(cmd.symbol)} denied: {reason}", "warn")
+    # ------------------------------------------------------------------ execution (engine.orders)
 
-    def _submit_order(self, cmd: SubmitOrder, now: int, force: bool = False) -> None:
-        st = self.symbols.get(cmd.symbol)
-        if st is None:
-            self._deny(cmd, "unknown symbol", now)
-            return
-        reduces = (pos := self.portfolio.positions.get(cmd.symbol)) is not None and pos.side is not cmd.side
-        if self.trading_state == "HALTED" and not force:
-            self._deny(cmd, "trading HALTED", now)
-            return
-        if st.book.state is not BookState.LIVE:
-            self._deny(cmd, f"book {st.book.state.value}, not LIVE", now)
-            return
-        if not (cmd.qty > 0 and cmd.qty.is_finite()):
-            self._deny(cmd, f"quantity {cmd.qty} is not positive", now)
-            return
-        if cmd.side is Side.SELL and not reduces and not self.portfolio.allow_short:
-            self._deny(cmd, "shorting is off (paper.allow_short)", now)
-            return
-        fills = self.executor.market(cmd.symbol, cmd.side, cmd.qty, st.book.book, now)
-        if not fills:
-            self._deny(cmd, "empty book", now)
-            return
-        for f in fills:
-            self._apply_fill(f, cmd)
-        filled = sum((f.qty for f in fills), Decimal(0))
-        avg = sum((f.qty * f.price for f in fills), Decimal(0)) / filled
-        partial = "" if filled == cmd.qty else f" (partial: {filled} of {cmd.qty})"
-        self._log(now, cmd.reason, f"{cmd.side.value} {filled} {display_symbol(cmd.symbol)} @ {avg:.2f}{partial}", "good")
-        self.fill_markers.append(Marker(now, float(avg), cmd.side.value, True))
+    @property
+    def trading_state(self) -> str:
+        """ACTIVE / REDUCING / HALTED (``engine.risk``); ``self.risk.reason`` says why."""
+        return self.orders.risk.state.value
 
-    def _apply_fill(self, f: OrderFilled, cmd: SubmitOrder) -> None:
-        self.fills.append(f)
-        events = self.portfolio.apply_fill(f, cmd.decision_id)
-        self.bus.publish(f)
-        for ev in events:
-            self.bus.publish(ev)
-            if isinstance(ev, PositionClosed):
-                self._log(
-                    f.ts, cmd.reason,
-                    f"closed {ev.side.value} {display_symbol(ev.symbol)} #{ev.position_id}: "
-                    f"PnL {ev.realised_pnl:+.4f} (fees {ev.fees:.4f})",
-                    "good" if ev.realised_pnl >= 0 else "error",
-                )
-            elif isinstance(ev, PositionOpened):
-                pass
+    @property
+    def live_confirmation_required(self) -> bool:
+        """Live executor, not yet confirmed: the desk asks for :attr:`live_confirmation_phrase`."""
+        return not self.orders.live_confirmed
+
+    @property
+    def live_confirmation_phrase(self) -> str:
+        return str(getattr(self.executor, "confirmation_phrase", ""))
+
+    def confirm_live(self, typed: str) -> bool:
+        """Enable live orders if ``typed`` is exactly the confirmation phrase."""
+        return self.orders.confirm_live(typed, self.live_confirmation_phrase)
+
+    def housekeeping(self) -> None:
+        """Call about once a second when market data may be idle (live): due orders, loss limit."""
+        self.orders.housekeeping(self.clock.now_ns())
+
+    def journal_reward(self, ev: PositionClosed, reward: Any) -> None:
+        """Journal a closed position's reward and its components (called by the brain)."""
+        self.ledger.record_reward(ev.position_id, "fused", float(reward.total), dict(reward.components), ev.exit_ts)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_shutdown(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at shutdown (last registered runs first)."""
+        self._shutdown_hooks.append(fn)
+
+    def shutdown(self) -> None:
+        """Flush and close: checkpoints saved, ledger closed. Safe to call twice."""
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        for fn in reversed(hooks):
+            try:
+                fn()
+            except Exception:
+                log.exception("shutdown hook %r failed", fn)
 
     # ------------------------------------------------------------------ signals & decisions
 
     def _on_signal(self, ev: SignalEmitted) -> None:
         self.signals[ev.model] = self.signals.get(ev.model, 0) + 1
+        self.ledger.record_signal(ev)
 
     def _on_decision(self, ev: DecisionMade) -> None:
         self.decisions += 1
+        self.ledger.record_decision(ev)
+
+    def _on_trained(self, ev: ModelTrained) -> None:
+        self.ledger.record_training(ev)
 
     def _log(self, ts: int, source: str, text: str, level: str = "info") -> None:
         self.log.append(LogLine(ts, source, text, level))
@@ -385,7 +423,9 @@ class Engine:
         books_bad = [v.display for v in views if v.book_state != "LIVE"]
         banner = ""
         if self.trading_state != "ACTIVE":
-            banner = f"TRADING {self.trading_state}"
+            banner = f"TRADING {self.trading_state}: {self.risk.reason}"
+        elif self.live_confirmation_required:
+            banner = f"LIVE trading not confirmed: type {self.live_confirmation_phrase!r} to enable orders"
         elif books_bad and self.mode == "live":
             banner = "BOOK NOT LIVE: " + ", ".join(books_bad)
         return DeskSnapshot(
@@ -400,22 +440,26 @@ class Engine:
             log=tuple(self.log)[-100:], training_log=tuple(self.training_log)[-50:],
             models=models, models_note=note, feed=dict(self.feed_info), replay=dict(self.replay_info),
             counters={"messages": self.messages, "fills": len(self.fills), "denials": self.denials,
-                      "decisions": self.decisions},
-            device=self.device, banner=banner,
+                      "decisions": self.decisions, "orders_sent": self.orders_sent,
+                      "open_orders": len(self.orders.open)},
+            device=self.device, banner=banner, trading_reason=self.risk.reason,
+            open_orders=tuple(OrderView(o.request.client_id, o.request.symbol, o.request.side.value, o.request.qty,
+                                        o.filled, o.request.limit_price, o.state.value)
+                              for o in self.orders.open.values()),
+            live_confirmation=self.live_confirmation_phrase if self.live_confirmation_required else "",
         )
 
     def mode_label(self) -> str:
         if self.mode == "replay":
             speed = self.replay_info.get("speed", "")
             return f"REPLAY ×{speed}" if speed else "REPLAY"
+        if self.executor.name == "live":
+            return "LIVE TESTNET" if getattr(self.executor, "sandbox", False) else "LIVE"
         return {"live": "PAPER", "backtest": "BACKTEST"}.get(self.mode, self.mode.upper())
 
     def balance(self) -> Decimal:
-        """Paper quote balance derived from the fills: start - cost of buys + proceeds - fees."""
-        bal = self.settings.paper.starting_balance
-        for f in self.fills:
-            bal -= f.price * f.qty * f.side.sign + f.fee
-        return bal
+        """Paper: the quote balance derived from the fill ledger. Live: the exchange's free quote balance."""
+        return self.orders.balance()
 
     # ------------------------------------------------------------------ summary
 
@@ -458,6 +502,13 @@ class Engine:
             "signals": dict(self.signals),
             "fills": len(self.fills),
             "denials": self.denials,
+            "denials_by_code": dict(self.risk.denied),
+            "orders_sent": self.orders_sent,
+            "order_errors": self.orders.errors,
+            "slippage_bps": _stats(self.orders.slippage_bps),
+            "trading_state": self.trading_state,
+            "balance": str(self.balance()),
+            "ledger": str(self.ledger.path or ":memory:"),
             "positions_closed": len(self.portfolio.closed),
             "training_steps": self.brain.training_steps() if self.brain is not None else {},
             "rewards": self.brain.reward_stats() if self.brain is not None else {"count": 0},
@@ -469,6 +520,12 @@ class Engine:
         if self.brain is not None:
             totals.update(self.brain.summary_extra())
         return {**totals, "per_symbol": per}
+
+
+def _stats(xs: list[float]) -> dict[str, float | int]:
+    if not xs:
+        return {"count": 0}
+    return {"count": len(xs), "mean": round(sum(xs) / len(xs), 3), "max": round(max(xs), 3)}
 
 
 def _worst_state(states: list[str]) -> str:

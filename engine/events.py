@@ -158,8 +158,29 @@ class PauseReplay:
     paused: bool | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SetOrderSize:
+    """Change the order notional by ``steps`` x ``trading.notional_step`` (never below one step)."""
+
+    steps: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrders:
+    """Cancel resting and in-flight orders: one by client id, one symbol's, or all (both None)."""
+
+    symbol: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeTrading:
+    """Leave HALTED after a panic, repeated errors or an auth error (automatic causes stay)."""
+
+
 Command = (
     SubmitOrder | ClosePosition | ToggleModel | SetAutoTrading | SetTraining | Panic | PauseReplay
+    | SetOrderSize | CancelOrders | ResumeTrading
 )
 
 # --------------------------------------------------------------------------- events
@@ -181,6 +202,16 @@ class OrderDenied:
     reason: str
     ts: int
     source: str = "manual"
+    code: str = ""  # short reason code (engine.risk.Denial.code, or "rejected" by the venue)
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStateChanged:
+    """ACTIVE / REDUCING / HALTED, with the reason (the desk shows it as a banner)."""
+
+    state: str
+    reason: str
+    ts: int
 
 
 @dataclass(frozen=True, slots=True)

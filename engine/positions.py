@@ -29,6 +29,7 @@ class Position:
     opened_qty: Decimal = ZERO
     exit_notional: Decimal = ZERO
     exit_qty: Decimal = ZERO
+    entry_notional: Decimal = ZERO  # sum of price x qty of the fills that opened or added
 
     def unrealised(self, mark: Decimal) -> Decimal:
         return (mark - self.entry_price) * self.qty * self.side.sign
@@ -60,6 +61,7 @@ class Portfolio:
             pos.entry_price = (pos.entry_price * pos.qty + price * qty) / total
             pos.qty = total
             pos.opened_qty += qty
+            pos.entry_notional += price * qty
             pos.fees += fee
             return out
         if pos is not None:
@@ -74,7 +76,10 @@ class Portfolio:
             fee -= share
             if pos.qty == 0:
                 del self.positions[f.symbol]
-                pnl = pos.realised - pos.fees
+                # Flat again: everything bought was sold, so the gross PnL is the cash flow,
+                # exit minus entry notional - exact, with no average price (a division) in it.
+                gross = (pos.exit_notional - pos.entry_notional) * pos.side.sign
+                pnl = gross - pos.fees
                 self.realised_pnl += pnl
                 ev = PositionClosed(
                     pos.position_id, pos.symbol, pos.side, pos.opened_qty, pos.entry_price,
@@ -92,7 +97,7 @@ class Portfolio:
         pid = self.next_position_id
         self.next_position_id += 1
         self.positions[f.symbol] = Position(pid, f.symbol, f.side, qty, price, f.ts, fee,
-                                            decision_id=decision_id, opened_qty=qty)
+                                            decision_id=decision_id, opened_qty=qty, entry_notional=price * qty)
         out.append(PositionOpened(pid, f.symbol, f.side, qty, price, f.ts, decision_id))
         return out
 

@@ -82,6 +82,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "venue": _k("choice", "binance", "primary venue (Binance spot wire protocol)", choices=("binance",)),
         "ws_url": _k("str", "wss://stream.binance.com:9443", "Binance websocket base URL (Binance.US, testnet, or a local server)"),
         "rest_url": _k("str", "https://api.binance.com", "Binance REST base URL"),
+        "extra_venues": _k("list_str", [], "ccxt.pro exchange ids streamed beside Binance and merged into the COB view (e.g. [\"okx\"])"),
+        "stale_after_s": _k("float", 5.0, "a stream silent this long is STALE (its book too); a silent connection is dropped, seconds", lo=0.1, hi=600),
+        "ping_interval_s": _k("float", 20.0, "keepalive: we ping the server this often, seconds (the server's own pings are always answered)", lo=0.05, hi=600),
+        "ping_timeout_s": _k("float", 20.0, "keepalive: no pong within this long means a dead connection, seconds", lo=0.05, hi=600),
+        "timeout_s": _k("float", 10.0, "connect and REST request timeout, seconds", lo=0.1, hi=300),
+        "backoff_base_s": _k("float", 0.5, "first reconnect/retry delay; doubles per failure, with jitter, seconds", lo=0.001, hi=60),
+        "backoff_max_s": _k("float", 30.0, "cap on the reconnect/retry delay, seconds", lo=0.01, hi=3600),
+        "reconnect_before_s": _k("float", 85800.0, "reconnect on our own after this long, before Binance's 24 h cut, seconds", lo=0.5, hi=86400),
+        "snapshot_limit": _k("int", 1000, "levels a side in a REST depth snapshot (Binance: up to 5000; 1000 weighs 50)", lo=5, hi=5000),
+        "backfill": _k("bool", True, "back-fill bars from REST klines at start so models and charts have history"),
+        "backfill_bars": _k("int", 500, "klines fetched per timeframe for the back-fill (Binance: at most 1000)", lo=1, hi=1000),
     },
     # -- owned by the models (models/, engine/brain.py, engine/fusion.py) ---------------
     "models": {
@@ -124,7 +135,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     # -- owned by execution (engine/risk.py, engine/ledger.py, executors) ---------------
     "risk": {
-        "max_order_notional": _k("decimal", "1000", "largest single order, in quote", lo=0, lo_open=True),
+        "max_order_notional": _k("decimal", "1000", "largest single order that adds exposure, in quote (closes may be larger)", lo=0, lo_open=True),
+        "max_position_notional": _k("decimal", "3000", "largest open position per symbol, in quote at the order's price", lo=0, lo_open=True),
+        "max_daily_loss": _k("decimal", "300", "day loss (realised since 00:00 UTC + unrealised, after fees), in quote, that switches trading to REDUCING", lo=0, lo_open=True),
+        "max_orders_per_min": _k("int", 30, "orders accepted per rolling minute (manual and automatic together; the panic flatten is exempt)", lo=1, hi=100000),
+        "max_consecutive_errors": _k("int", 5, "order rejections/errors in a row that HALT trading", lo=1, hi=1000),
+        "max_data_age_s": _k("float", 10.0, "an order is denied when the symbol's last market message is older than this (s)", lo=0, lo_open=True, hi=3600),
     },
     "bars": {
         "close_grace_ms": _k("int", 1000, "a bar closes this long after its end if no later trade came", lo=0, hi=60000),
@@ -136,6 +152,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "taker_fee": _k("decimal", "0.001", "taker fee rate (0.001 = 0.1 %)", lo=0, hi=0.1),
         "maker_fee": _k("decimal", "0.001", "maker fee rate", lo=0, hi=0.1),
         "allow_short": _k("bool", True, "SELL when flat opens a short on paper"),
+        "latency_ms": _k("int", 0, "order latency: a paper order fills on the book as it is this long (market time) after it is sent", lo=0, hi=60000),
+    },
+    "live": {
+        "exchange": _k("str", "binance", "ccxt exchange id for live orders (only with --live and a typed confirmation)"),
+        "sandbox": _k("bool", True, "use the exchange's testnet through ccxt's sandbox mode; false trades real money"),
+        "timeout_ms": _k("int", 10000, "ccxt request timeout; a timed-out order is UNKNOWN until resolved by its client id", lo=100, hi=120000),
+        "resolve_attempts": _k("int", 5, "queries by client order id before an unknown order counts as never placed", lo=1, hi=100),
+        "resolve_delay_ms": _k("int", 1000, "wait before each query of an unknown order", lo=0, hi=60000),
     },
     "trading": {
         "order_notional": _k("decimal", "100", "size of one manual or automatic order, in quote (USDT)", lo=0, lo_open=True),
@@ -327,6 +351,21 @@ def _check_models(values: dict[str, dict[str, Any]], source: str) -> None:
     if f["close_threshold"] > f["open_threshold"]:
         raise SettingsError(f"{source}: fusion.close_threshold ({f['close_threshold']}) must not exceed "
                             f"fusion.open_threshold ({f['open_threshold']})")
+
+
+@cross_check
+def _check_exchange(values: dict[str, dict[str, Any]], source: str) -> None:
+    ex = values["exchange"]
+    if not ex["ws_url"].startswith(("ws://", "wss://")):
+        raise SettingsError(f"{source}: exchange.ws_url = {ex['ws_url']!r}: expected a ws:// or wss:// URL")
+    if not ex["rest_url"].startswith(("http://", "https://")):
+        raise SettingsError(f"{source}: exchange.rest_url = {ex['rest_url']!r}: expected an http:// or https:// URL")
+    if ex["backoff_base_s"] > ex["backoff_max_s"]:
+        raise SettingsError(f"{source}: exchange.backoff_base_s ({ex['backoff_base_s']}) must not exceed "
+                            f"exchange.backoff_max_s ({ex['backoff_max_s']})")
+    for v in ex["extra_venues"]:
+        if not v.isidentifier() or v != v.lower():
+            raise SettingsError(f"{source}: exchange.extra_venues: {v!r} is not a ccxt exchange id (lower case, e.g. \"okx\")")
 
 
 def _parse_override_value(text: str) -> Any:

@@ -59,6 +59,19 @@ class ClosedView:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderView:
+    """An order that is not finished: resting (limit), in flight (latency), or unknown (live)."""
+
+    client_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    filled: Decimal
+    limit_price: Decimal | None
+    state: str  # SENT / OPEN / UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
 class Marker:
     ts: int
     price: float
@@ -108,3 +121,6 @@ class DeskSnapshot:
     counters: dict[str, int] = field(default_factory=dict)
     device: str = ""
     banner: str = ""  # HALTED / STALE / disconnected, shown across the desk
+    trading_reason: str = ""  # why trading is REDUCING / HALTED
+    open_orders: tuple[OrderView, ...] = ()
+    live_confirmation: str = ""  # the phrase to type before live orders go out ("" = nothing to confirm)

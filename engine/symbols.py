@@ -17,6 +17,7 @@ class SymbolFilters:
     step_size: Decimal = Decimal("0.00001")
     min_qty: Decimal = Decimal("0.00001")
     min_notional: Decimal = Decimal("5")
+    max_qty: Decimal = Decimal("9000")  # LOT_SIZE maxQty on Binance spot for the sample symbols
 
     def round_qty(self, qty: Decimal) -> Decimal:
         """Round down to the step size (never up: an order must not grow)."""

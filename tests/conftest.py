@@ -42,3 +42,13 @@ def cfg(tmp_path: Path):
     from engine import settings
 
     return settings.load(search=False, overrides=[f'general.data_dir="{tmp_path / "data"}"'])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the reliability figures the tests measured (also in $TRADEDESK_SCORECARD)."""
+    from .scorecard import RECORDED
+
+    if RECORDED:
+        terminalreporter.section("reliability figures")
+        for area, figures in RECORDED:
+            terminalreporter.write_line(f"{area}: " + ", ".join(f"{k} = {v}" for k, v in figures.items()))

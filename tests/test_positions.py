@@ -82,6 +82,7 @@ def test_paper_engine_buy_then_sell_on_real_book(btc_files, cfg):
     from engine.events import SubmitOrder
     from tui.cli import build_replay_engine
 
+    cfg = cfg.with_overrides(["trading.auto_trade=false"])  # only the manual orders of this test
     engine, replay = build_replay_engine(cfg, btc_files[:1], None)
     events = replay.events()
     for ts, ev in events:  # run until the book is LIVE
@@ -110,3 +111,4 @@ def test_paper_engine_buy_then_sell_on_real_book(btc_files, cfg):
     assert closed.realised_pnl == exit_notional - entry_notional - fees
     assert sells[0].price <= bid
     assert engine.balance() == cfg.paper.starting_balance + closed.realised_pnl
+    engine.shutdown()  # the models' trainer thread ends, the ledger closes

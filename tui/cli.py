@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import settings as settings_mod
+from engine.ledger import LedgerError
+from engine.secrets import MissingCredentials
 from engine.settings import Settings, SettingsError
 
 log = logging.getLogger("tradedesk")
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keyboard-driven terminal trading desk for crypto. Without a command: the live desk (paper).",
     )
     _common(parser)
+    _live_options(parser)
+    parser.add_argument("--live", action="store_true",
+                        help="trade real orders through ccxt (keys from TRADEDESK_API_KEY / TRADEDESK_API_SECRET; "
+                             "asks for a typed confirmation; live.sandbox picks the testnet)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("replay", help="the desk (or headless engine) over recorded data")
@@ -49,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="recordings (<recv_ns> <json> lines, gzip or plain)")
     p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
     p.add_argument("--export-bars", metavar="DIR", help="write one CSV of bars per symbol and timeframe")
+
+    p = sub.add_parser("record", help="capture the live streams losslessly to a replayable file")
+    _common(p, sub=True)
+    p.add_argument("--out", metavar="PATH", required=True, help="recording to write (.gz for gzip)")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes (default: until Ctrl-C)")
+    _live_options(p, sub=True)
 
     p = sub.add_parser("demo", help="the desk replaying the public sample recording")
     _common(p, sub=True)
@@ -78,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _live_options(p: argparse.ArgumentParser, sub: bool = False) -> None:
+    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
+    p.add_argument("--max-seconds", type=float, metavar="S", default=d(None),
+                   help="live: stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--until-closed", action="store_true", default=d(False),
+                   help="live: stop once the exchange has closed the stream and refuses a reconnect")
+
+
 def setup_logging(cfg: Settings, log_file: str | None, headless: bool) -> Path:
     path = Path(log_file) if log_file else cfg.data_dir() / "logs" / "tradedesk.log"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +108,9 @@ def setup_logging(cfg: Settings, log_file: str | None, headless: bool) -> Path:
         handlers.append(err)
     logging.basicConfig(level=cfg.general.log_level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from engine.secrets import install as install_redaction
+
+    install_redaction()  # API keys in the environment never reach a log line or a traceback
     return path
 
 
@@ -103,6 +126,9 @@ def load_settings(args: argparse.Namespace) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "live", False) and args.command is not None:
+        print(f"tradedesk: --live trades on the live desk only, not with `{args.command}`", file=sys.stderr)
+        return 2
     try:
         cfg = load_settings(args)
     except SettingsError as exc:
@@ -114,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args, cfg, [Path(p) for p in args.paths])
         if args.command == "demo":
             return cmd_demo(args, cfg)
+        if args.command == "record":
+            return cmd_record(args, cfg)
         if args.command == "backtest":
             return cmd_backtest(args, cfg)
         if args.command == "train":
@@ -124,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(args, cfg)
         if args.command is None:
             return cmd_live(args, cfg)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LedgerError, MissingCredentials) as exc:
         print(f"tradedesk: {exc}", file=sys.stderr)
         return 2
     parser.print_help()
@@ -135,8 +163,84 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
-    print("tradedesk: the live feed is not built yet; try `tradedesk demo` or `tradedesk replay PATH`", file=sys.stderr)
-    return 2
+    """The desk (or headless engine) on live public market data; no API key needed."""
+    if getattr(args, "live", False):
+        from engine.secrets import load_credentials
+
+        load_credentials()  # no keys: stop here, naming the variables, before anything starts
+        if args.headless and not confirm_live_on_terminal(cfg):
+            print("tradedesk: live trading not confirmed; nothing started", file=sys.stderr)
+            return 2
+    if args.headless:
+        summary = asyncio.run(_headless_live(cfg, args))
+        return 0 if summary is not None else 1
+    from tui.app import run_desk
+
+    engine, driver = build_live_engine(cfg, args)
+    return run_desk(cfg, engine, driver, args)
+
+
+def cmd_record(args: argparse.Namespace, cfg: Settings) -> int:
+    """Headless live session that writes every frame and snapshot to ``--out``."""
+    from engine.record import Recorder
+
+    if args.minutes is not None and not args.minutes > 0:
+        raise ValueError(f"--minutes {args.minutes}: expected a positive number")
+    recorder = Recorder(Path(args.out))
+    summary = asyncio.run(_headless_live(cfg, args, recorder=recorder, with_models=False))
+    if summary is not None:
+        rec = summary.get("recording", {})
+        print(f"recorded {rec.get('lines', 0)} lines ({rec.get('snapshots', 0)} snapshots) to {args.out}; "
+              f"replay with: tradedesk replay {args.out}", file=sys.stderr)
+    return 0 if summary is not None else 1
+
+
+def build_live_engine(cfg: Settings, args: argparse.Namespace, recorder: Any = None,
+                      with_models: bool = True) -> tuple[Any, Any]:
+    from engine.clock import WallClock
+    from engine.core import Engine
+    from engine.live import LiveFeedDriver
+
+    ledger, executor = build_execution(cfg, bool(getattr(args, "live", False)))
+    engine = Engine(cfg, WallClock(), mode="live", ledger=ledger, executor=executor)
+    if executor is not None and args.headless:
+        engine.confirm_live(engine.live_confirmation_phrase)  # typed on the terminal before the start
+    max_s = getattr(args, "max_seconds", None)
+    if getattr(args, "minutes", None) is not None:
+        max_s = args.minutes * 60 if max_s is None else min(max_s, args.minutes * 60)
+    driver = LiveFeedDriver(engine, cfg, recorder=recorder, max_seconds=max_s,
+                            until_closed=bool(getattr(args, "until_closed", False)))
+    if with_models:
+        attach_models(engine, cfg, deterministic=False)
+    return engine, driver
+
+
+async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any = None,
+                         with_models: bool = True) -> dict[str, Any] | None:
+    from engine.headless import Stopwatch, write_summary
+    from engine.live import live_status_loop
+
+    engine, driver = build_live_engine(cfg, args, recorder, with_models)
+    watch = Stopwatch()
+    task = asyncio.create_task(driver.run())
+    status = asyncio.create_task(live_status_loop(engine))
+    _install_sigint(task)
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("tradedesk: interrupted; writing the summary", file=sys.stderr)
+    finally:
+        status.cancel()
+    if engine.executor.name == "live":
+        await engine.executor.close()  # the ccxt session belongs to this loop
+    engine.shutdown()
+    summary = engine.summary(watch.elapsed())
+    summary.update(driver.summary_extra())
+    summary["completed"] = driver.done
+    if args.summary_json:
+        write_summary(Path(args.summary_json), summary)
+    print(_one_line_summary(summary) + f", reconnects {summary['feed']['reconnects']}", file=sys.stderr)
+    return summary
 
 
 def cmd_backtest(args: argparse.Namespace, cfg: Settings) -> int:
@@ -255,13 +359,43 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> in
 def build_replay_engine(cfg: Settings, paths: list[Path], speed: float | None, mode: str = "replay") -> tuple[Any, Any]:
     from engine.clock import ReplayClock
     from engine.core import Engine
+    from engine.ledger import Ledger, replay_ledger_path
     from engine.replay import Replay
 
     clock = ReplayClock()
-    engine = Engine(cfg, clock, mode=mode)  # symbols are added as they appear in the data
+    # A fresh ledger per run: replays stay deterministic and never restore into each other.
+    ledger = Ledger(replay_ledger_path(cfg.data_dir()), "replay", durable=False)
+    engine = Engine(cfg, clock, mode=mode, ledger=ledger)  # symbols are added as they appear in the data
     attach_models(engine, cfg, deterministic=True)
     replay = Replay(engine, paths, speed, clock)
     return engine, replay
+
+
+def build_execution(cfg: Settings, live: bool) -> tuple[Any, Any]:
+    """The account ledger and the executor: paper (default) or live (``--live``).
+
+    Paper and live keep separate ledgers, ``<data_dir>/ledger/paper.db`` and ``live.db``.
+    """
+    from engine.ledger import Ledger, ledger_path
+
+    if not live:
+        return Ledger(ledger_path(cfg.data_dir(), "paper"), "paper"), None
+    from engine.live_exec import build_live_executor
+
+    executor = build_live_executor(cfg.live)  # raises MissingCredentials without keys
+    return Ledger(ledger_path(cfg.data_dir(), "live"), "live"), executor
+
+
+def confirm_live_on_terminal(cfg: Settings, stdin: Any = None, out: Any = None) -> bool:
+    """Ask for the live confirmation phrase on the terminal (headless ``--live``)."""
+    stdin = stdin or sys.stdin
+    out = out or sys.stderr
+    phrase = f"LIVE {cfg.live.exchange.upper()}" + (" TESTNET" if cfg.live.sandbox else "")
+    where = "the TESTNET (sandbox)" if cfg.live.sandbox else "REAL MONEY"
+    print(f"tradedesk --live: orders will be sent to {cfg.live.exchange} with {where}.\n"
+          f"Type {phrase!r} to confirm: ", end="", file=out, flush=True)
+    line = stdin.readline()
+    return line.strip() == phrase
 
 
 def attach_models(engine: Any, cfg: Settings, *, deterministic: bool) -> None:
