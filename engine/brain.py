@@ -145,7 +145,9 @@ class Brain:
         self._next_cob = 0
         self._cnn_due = False
         self._decision_id = 0
-        self._opening: OpenContext | None = None
+        # Contexts of automatic orders on their way (fills may come later: latency model),
+        # keyed by decision id; bounded so orders that never fill cannot pile up.
+        self._opening: dict[int, OpenContext] = {}
         self.tracker: dict[int, OpenContext] = {}
         self.attribution: dict[str, dict[str, float]] = {}  # model -> PnL share of the positions it opened
         self.rewarder = RewardCalculator(RewardParams(**{k: cfg[f"rewards.{k}"] for k in RewardParams.__dataclass_fields__}))
@@ -480,7 +482,7 @@ class Brain:
     def _execute(self, st: SymbolState, action: str, did: int, contribs: tuple[Contribution, ...],
                  inputs: ModelInputs) -> bool:
         engine = self.engine
-        fills_before = len(engine.fills)
+        sent_before = engine.orders.sent
         if action == "CLOSE":
             engine.submit(ClosePosition(st.symbol, "auto", did))
         else:
@@ -492,18 +494,23 @@ class Brain:
             if any(c.model == "dqn" for c in contribs) and "dqn" in self.agents:
                 agent = self.agents["dqn"]
                 dqn_handle = agent.begin_experience(inputs.dqn_state, ACTION_INDEX[action])  # type: ignore[attr-defined]
-            self._opening = OpenContext(did, inputs, contribs, ACTION_INDEX[action], dqn_handle)
+            self._opening[did] = OpenContext(did, inputs, contribs, ACTION_INDEX[action], dqn_handle)
+            while len(self._opening) > 64:
+                self._opening.pop(next(iter(self._opening)))
             engine.submit(SubmitOrder(st.symbol, Side(action), qty, "auto", did))
         engine.run_commands()
-        self._opening = None
-        return len(engine.fills) > fills_before
+        accepted = engine.orders.sent > sent_before  # sent past the risk gate; fills may follow
+        if not accepted:
+            self._opening.pop(did, None)
+        return accepted
 
     # ------------------------------------------------------------------ learning on close
 
     def _on_position_opened(self, ev: PositionOpened) -> None:
-        ctx = self._opening
-        if ctx is not None and ctx.decision_id == ev.decision_id:
-            self.tracker[ev.position_id] = ctx
+        if ev.decision_id is not None:
+            ctx = self._opening.pop(ev.decision_id, None)
+            if ctx is not None:
+                self.tracker[ev.position_id] = ctx
             return
         st = self.engine.symbols.get(ev.symbol)
         if st is None or st.book.state is not BookState.LIVE:

@@ -152,7 +152,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "taker_fee": _k("decimal", "0.001", "taker fee rate (0.001 = 0.1 %)", lo=0, hi=0.1),
         "maker_fee": _k("decimal", "0.001", "maker fee rate", lo=0, hi=0.1),
         "allow_short": _k("bool", True, "SELL when flat opens a short on paper"),
-        "latency_ms": _k("int", 0, "order latency: a paper order fills on the book as it is this long (market time) after it is sent", lo=0, hi=60000),
+        "latency_ms": _k("int", 50, "order latency: a paper order fills on the book as it is this long (market time) after it is sent", lo=0, hi=60000),
     },
     "live": {
         "exchange": _k("str", "binance", "ccxt exchange id for live orders (only with --live and a typed confirmation)"),

@@ -38,10 +38,14 @@ def btc_files() -> list[Path]:
 
 @pytest.fixture
 def cfg(tmp_path: Path):
-    """Built-in default settings with the data directory in a temp folder."""
+    """Built-in defaults, data directory in a temp folder, and immediate paper fills.
+
+    Tests of the order path check fills right after the command; the ones that exercise
+    the latency model (and the brain tests, on the real default) set it themselves.
+    """
     from engine import settings
 
-    return settings.load(search=False, overrides=[f'general.data_dir="{tmp_path / "data"}"'])
+    return settings.load(search=False, overrides=[f'general.data_dir="{tmp_path / "data"}"', "paper.latency_ms=0"])
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

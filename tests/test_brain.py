@@ -141,7 +141,8 @@ def test_manual_round_trip_trains_the_models(tmp_path):
             placed.append(n)
         if placed and n == placed[0] + 3000:
             engine.submit(SubmitOrder("ETHUSDT", Side.SELL, Decimal("0.05")))
-            break
+        if placed and n == placed[0] + 4000:
+            break  # the sell fills after paper.latency_ms of market time
     engine.run_commands()
     assert len(engine.portfolio.closed) == 1
     engine.brain._train_q.join()
