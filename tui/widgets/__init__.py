@@ -1,0 +1,1 @@
+"""Desk widgets by area: header, charts, sparklines, logs, models, positions."""

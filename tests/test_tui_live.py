@@ -1,0 +1,137 @@
+"""The desk over the live feed driver, against the fake exchange on 127.0.0.1 replaying the
+real recordings: per-stream state in the header, and a feed that goes away shows as a
+banner with dimmed numbers, never as live ones."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytest
+from rich.text import Text
+from textual.widgets import Input
+from textual.worker import WorkerState
+
+from engine.fake_exchange import FakeExchange, Scenario
+from tui.app import DeskApp
+from tui.cli import build_live_engine
+from tui.widgets.header import Banner, DeskHeader
+
+from .livekit import live_settings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def plain(widget) -> str:
+    content = widget.content
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+async def wait_for(pilot, cond, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def args() -> argparse.Namespace:
+    return argparse.Namespace(live=False, headless=False, max_seconds=None, minutes=None, until_closed=False)
+
+
+async def test_live_desk_shows_streams_then_a_lost_feed_as_not_live(btc_files, tmp_path):
+    # Five recorded seconds at real speed, then the exchange closes and stops listening: the
+    # feed keeps retrying and the book goes STALE.
+    scenario = Scenario(window_s=5, speed=1.0)
+    async with FakeExchange(btc_files, scenario) as fx:
+        cfg = live_settings(tmp_path, fx, "exchange.stale_after_s=0.5", "symbols.primary=BTC/USDT",
+                            'symbols.reference=""', "ui.refresh_hz=10")
+        engine, driver = build_live_engine(cfg, args(), with_models=False)
+        app = DeskApp(cfg, engine, driver)
+        async with app.run_test(size=(160, 48)) as pilot:
+            desk = app.desk
+            header = desk.query_one(DeskHeader)
+            def streaming() -> bool:
+                # The driver refreshes its stream view a few times a second; wait for one with ages.
+                text = plain(header)
+                return "book LIVE" in text and "feed: live on" in text and "trade never" not in text
+
+            await wait_for(pilot, streaming, "the BTCUSDT book LIVE with every stream reporting")
+            text = plain(header)
+            assert "PAPER" in text
+            for stream in ("trade", "depth", "bbo"):
+                assert f" {stream} " in text, text
+            assert not desk.has_class("-stale")
+
+            banner = desk.query_one(Banner)
+
+            def lost() -> bool:
+                text = plain(banner).lower()
+                return banner.display and ("stale" in text or "not live" in text)
+
+            await wait_for(pilot, lost, "the banner for the lost feed")
+            assert banner.has_class("-alert")
+            await wait_for(pilot, lambda: "book STALE" in plain(header), "the header to say the book is STALE")
+            assert desk.has_class("-stale"), "numbers of a book that is not LIVE are dimmed"
+            assert app.is_running, "the desk stays up while the feed retries"
+
+            # q (flat: no question) stops the feed the way it stops, then quits.
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running, "the desk to quit", timeout=10)
+        assert app.feed_worker is not None
+        assert app.feed_worker.state is WorkerState.SUCCESS, app.feed_worker.state
+        assert driver.stopped_because == "desk closed"
+
+
+KEY = "desk-canary-key-5d1e77"
+SECRET = "desk-canary-secret-93ab40"
+
+
+async def test_live_orders_wait_for_the_typed_phrase_and_secrets_never_show(btc_files, tmp_path):
+    from engine.clock import ReplayClock
+    from engine.core import Engine
+    from engine.events import PauseReplay
+    from engine.ledger import Ledger
+    from engine.live_exec import LiveExecutor
+    from engine.replay import Replay
+    from engine.secrets import Credentials, Secret
+    from tui.screens.desk import DeskScreen
+    from tui.screens.dialogs import ConfirmLive
+    from tui.widgets.logs import EventLog
+
+    from .fake_ccxt import FakeFactory
+
+    # A live executor (the fake ccxt stands in for the exchange; nothing is sent here) over
+    # the recorded market, paused at the start: this test is about the confirmation.
+    cfg = live_settings(tmp_path, None, "ui.refresh_hz=10")
+    executor = LiveExecutor("binance", Credentials(Secret(KEY), Secret(SECRET)), sandbox=True,
+                            exchange_factory=FakeFactory())
+    clock = ReplayClock()
+    engine = Engine(cfg, clock, mode="live", ledger=Ledger(tmp_path / "live.db", "live"), executor=executor)
+    replay = Replay(engine, btc_files, 50.0, clock)
+    engine.submit(PauseReplay(True))
+    engine.run_commands()
+    phrase = engine.live_confirmation_phrase
+    assert phrase
+    app = DeskApp(cfg, engine, replay)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLive), "the live confirmation")
+        await pilot.press(*"yes", "enter")
+        assert isinstance(app.screen, DeskScreen)
+        assert engine.live_confirmation_required
+        log = app.desk.query_one("#signal-log", EventLog)
+        assert any("not the phrase" in line for line in log.plain_lines())
+
+        await pilot.press("b")  # an order would be denied: the desk asks again instead
+        assert isinstance(app.screen, ConfirmLive)
+        assert engine.fills == []
+        # Typing is the Input's job (shown above with "yes"); fill the phrase in one go.
+        app.screen.query_one(Input).value = phrase
+        await pilot.press("enter")
+        assert isinstance(app.screen, DeskScreen)
+        assert not engine.live_confirmation_required
+        assert any("LIVE trading confirmed" in line for line in log.plain_lines())
+
+        screen_text = app.export_screenshot()
+        assert KEY not in screen_text
+        assert SECRET not in screen_text

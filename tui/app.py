@@ -1,0 +1,142 @@
+"""The Textual app: one desk screen over an engine, with the feed driver in the app's loop.
+
+The engine is single-threaded asyncio. The driver (replay or live feed, anything with
+``async run()``) runs as a worker in the app's own event loop, so market data, commands
+and the UI share one thread and never need locks; the UI only reads snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.worker import Worker, WorkerState
+
+from tui import format as fmt
+from tui.screens.desk import KEY_PREFIX, DeskScreen
+from tui.screens.dialogs import ConfirmQuit
+from tui.widgets.positions import side_word
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+    from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long quitting waits for the feed to stop by itself before cancelling it.
+FEED_STOP_S = 3.0
+
+
+class Driver(Protocol):
+    """A feed that pushes market data into the engine until it ends (replay) or forever (live)."""
+
+    async def run(self) -> None: ...
+
+
+def keymap_from(cfg: Settings) -> dict[str, str]:
+    """Settings [keys] as a Textual keymap: binding id -> key (comma-separated for several)."""
+    return {KEY_PREFIX + name: str(key) for name, key in cfg.as_dict()["keys"].items()}
+
+
+class DeskApp(App[int]):
+    """tradedesk's terminal app: the desk screen, the dialogs, and the feed worker."""
+
+    CSS_PATH = "desk.tcss"
+    TITLE = "tradedesk"
+    # Every action is a key on the desk; the palette would only duplicate them.
+    ENABLE_COMMAND_PALETTE = False
+    # Ctrl-C quits like q (asking when a position is open); pressed again, it quits anyway.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True, system=True),
+    ]
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (36, "-tall")]
+
+    def __init__(self, cfg: Settings, engine: Engine, driver: Driver) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.engine = engine
+        self.driver = driver
+        self.desk = DeskScreen(cfg, engine)
+        self.feed_worker: Worker[None] | None = None
+
+    def on_mount(self) -> None:
+        self.set_keymap(keymap_from(self.cfg))
+        self.push_screen(self.desk)
+        self.feed_worker = self.run_worker(self.driver.run(), name="feed", group="feed",
+                                           description=type(self.driver).__name__, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self.feed_worker:
+            return
+        if event.state is WorkerState.SUCCESS:
+            # Commands queued at the very end still apply (the driver may have ended between them).
+            self.engine.run_commands()
+            if self.engine.mode == "replay":
+                self.desk.feed_status = ("replay finished", "info")
+                self.desk.note("replay finished: the desk stays open", "good")
+            else:
+                self.desk.feed_status = ("feed ended: no more market data", "alert")
+        elif event.state is WorkerState.ERROR:
+            err = event.worker.error
+            log.error("feed driver failed", exc_info=err)
+            self.desk.feed_status = (f"FEED STOPPED: {type(err).__name__}: {err}", "alert")
+            self.desk.note(f"feed stopped: {type(err).__name__}: {err}", "error")
+
+    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
+        keys = ", ".join(sorted({b.key for b in clashed_bindings}))
+        self.notify(f"settings [keys]: {keys} bound twice; check the keys section", severity="warning")
+
+    async def action_request_quit(self) -> None:
+        if isinstance(self.screen, ConfirmQuit):
+            await self.quit_desk()  # asked already: a second quit key means quit
+            return
+        positions = self.engine.snapshot().positions
+        if not positions:
+            await self.quit_desk()
+            return
+        detail = "\n".join(
+            f"{side_word(p.side)} {fmt.qty(p.qty)} {p.symbol} @ {fmt.price(p.entry_price)}  "
+            f"uPnL {fmt.signed(p.unrealised)}"
+            for p in positions
+        )
+        detail += "\nQuitting leaves it open on the account."
+
+        async def answered(quit_: bool | None) -> None:
+            if quit_:
+                await self.quit_desk()
+
+        self.push_screen(ConfirmQuit(detail), answered)
+
+    async def quit_desk(self) -> None:
+        """Stop the feed the way it wants to be stopped (the live driver closes its sockets
+        and sessions), then leave; a feed that does not stop in time is cancelled."""
+        worker, stop = self.feed_worker, getattr(self.driver, "stop", None)
+        if worker is not None and worker.is_running and callable(stop):
+            stop("desk closed")
+            with contextlib.suppress(Exception):  # its outcome is logged by on_worker_state_changed
+                await asyncio.wait_for(worker.wait(), FEED_STOP_S)
+        self.exit(0)
+
+
+def run_desk(cfg: Settings, engine: Engine, driver: Driver, args: Any = None) -> int:
+    """Run the desk until the user quits; returns the process exit code."""
+    app = DeskApp(cfg, engine, driver)
+    try:
+        app.run()
+    finally:
+        engine.shutdown()  # checkpoints saved, ledger closed, whatever way the app ended
+    if app.desk.refreshes:
+        stats = app.desk.refresh_stats()
+        log.info("desk refresh: %.0f refreshes, %.2f ms mean, %.2f ms p95, %.2f ms max; %d chart redraws, %.1f ms mean",
+                 stats["n"], stats["mean_ms"], stats["p95_ms"], stats["max_ms"], stats["chart_draws"], stats["chart_ms"])
+    snap = engine.snapshot()
+    print(f"tradedesk: desk closed; {len(snap.closed)} closed trades, realised PnL {fmt.signed(snap.realised_pnl)}, "
+          f"{len(snap.positions)} open", file=sys.stderr)
+    return app.return_code or 0

@@ -1,0 +1,347 @@
+"""The desk: every pane over one engine, refreshed from an immutable snapshot.
+
+The screen never reads engine internals and never does work per market message: a
+timer pulls ``engine.snapshot()`` at ``ui.refresh_hz`` and applies it inside one
+``batch_update()``; each pane decides for itself whether anything changed. Keys turn
+into engine commands, which run at once (``run_commands``) so they also apply while a
+replay is paused or finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from engine.events import (
+    ClosePosition,
+    Command,
+    Panic,
+    PauseReplay,
+    SetAutoTrading,
+    SetOrderSize,
+    SetTraining,
+    Side,
+    SubmitOrder,
+    ToggleModel,
+)
+from engine.snapshot import DeskSnapshot
+from tui import format as fmt
+from tui.screens.dialogs import ConfirmLive, HelpScreen
+from tui.widgets.charts import PriceChart, SecondsChart
+from tui.widgets.header import Banner, DeskHeader, is_live, primary_view, quote_of
+from tui.widgets.logs import EventLog
+from tui.widgets.models import ModelsPane
+from tui.widgets.positions import PositionsPane
+from tui.widgets.sparks import MarketSparks
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+    from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Binding ids are "desk.<name>" where <name> is the key's name in settings [keys].
+KEY_PREFIX = "desk."
+
+#: What each key does, for the help screen (the footer uses the short descriptions).
+HELP = {
+    "buy": "buy the order size at market (manual)",
+    "sell": "sell the order size at market; opens a short when flat (paper)",
+    "close": "close the open position at market",
+    "panic": "flatten every position and HALT trading",
+    "auto": "automatic trading from fused model decisions on/off",
+    "toggle_cnn": "CNN model on/off",
+    "toggle_dqn": "DQN model on/off",
+    "toggle_cob": "COB (order book) model on/off",
+    "training": "training on closed positions on/off",
+    "size_up": "order size up by one step",
+    "size_down": "order size down by one step (never below one step)",
+    "pause": "pause / resume the replay",
+    "help": "this help",
+    "quit": "quit (asks first when a position is open)",
+}
+
+TRAINING_WAIT = "waiting for the first training event (models train when a position closes)"
+
+PANES = [
+    "header: price, session change, spread, mode, trading state, auto, training, order size, device; "
+    "then each stream's book state and the age of its last message",
+    "main chart: candles with executed trades only (▲ buy ▼ sell ◆ both)",
+    "1s chart: every signal, solid when executed, hollow when not",
+    "numbers from a book that is not LIVE are dimmed; alerts show in the top banner",
+    "tab focuses the tables and logs to scroll them; the desk keys work wherever the focus is",
+]
+
+
+class DeskScreen(Screen[None]):
+    """All panes of the desk; keys send engine commands."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("b", "order('BUY')", "Buy", id="desk.buy"),
+        Binding("s", "order('SELL')", "Sell", id="desk.sell"),
+        Binding("c", "close_position", "Close", id="desk.close"),
+        Binding("x", "panic", "Panic", id="desk.panic"),
+        Binding("a", "auto", "Auto", id="desk.auto"),
+        Binding("1", "toggle_model('cnn')", "CNN", id="desk.toggle_cnn", show=False),
+        Binding("2", "toggle_model('dqn')", "DQN", id="desk.toggle_dqn", show=False),
+        Binding("3", "toggle_model('cob')", "COB", id="desk.toggle_cob", show=False),
+        Binding("t", "training", "Train", id="desk.training", show=False),
+        Binding("plus", "size(1)", "Size+", id="desk.size_up", show=False),
+        Binding("minus", "size(-1)", "Size-", id="desk.size_down", show=False),
+        Binding("space", "pause", "Pause", id="desk.pause"),
+        Binding("question_mark", "help", "Help", id="desk.help"),
+        Binding("q", "app.request_quit", "Quit", id="desk.quit"),
+    ]
+
+    # Nothing is focused at start: every key goes to the desk. Tab focuses the tables and
+    # logs so they can be scrolled from the keyboard.
+    AUTO_FOCUS = None
+
+    def __init__(self, cfg: Settings, engine: Engine) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.engine = engine
+        self.snap: DeskSnapshot | None = None
+        #: Set by the app when the feed driver ends: (text, "info" | "alert").
+        self.feed_status: tuple[str, str] = ("", "")
+        self.refresh_ms: deque[float] = deque(maxlen=600)
+        self.refreshes = 0
+        self._replay_done = False
+        self._keys: dict[str, tuple[str, str]] | None = None
+        self._charts: list[PriceChart | SecondsChart] = []
+        self._live_asked = False
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Banner("", fixed_size=True, id="banner")
+        yield DeskHeader("", fixed_size=True, id="header")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield PriceChart(id="main-chart")
+                yield SecondsChart(id="mini-chart")
+                yield MarketSparks(id="sparks")
+                yield EventLog(TRAINING_WAIT, id="training-log", max_lines=200)
+            with Vertical(id="right"):
+                yield PositionsPane(id="positions")
+                yield ModelsPane(id="models")
+                yield EventLog("waiting for the first engine event (book sync, orders, signals)", id="signal-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        titles = {
+            "#main-chart": f"{self.cfg.ui.chart_timeframe} chart · executed trades",
+            "#mini-chart": "1s · all signals ▲▼ executed △▽ not executed",
+            "#sparks": "per second",
+            "#positions": "positions",
+            "#models": "models",
+            "#signal-log": "signal log",
+            "#training-log": "training events",
+        }
+        for sel, title in titles.items():
+            self.query_one(sel).border_title = title
+        self._charts = [self.query_one(PriceChart), self.query_one(SecondsChart)]
+        self.refresh_snapshot()
+        self.set_interval(1.0 / self.cfg.ui.refresh_hz, self.refresh_snapshot, name="snapshot")
+
+    # ------------------------------------------------------------------ refresh
+
+    def refresh_snapshot(self) -> None:
+        """Pull one snapshot and apply it to every pane in a single batch."""
+        t0 = time.perf_counter()
+        snap = self.engine.snapshot()
+        self.snap = snap
+        live = is_live(snap)
+        with self.app.batch_update():
+            self.set_class(not live, "-stale")
+            self._banner(snap)
+            self.query_one(DeskHeader).show_snapshot(snap)
+            self._titles(snap, live)
+            # Hidden panes (small terminals) cost nothing: skip them.
+            for chart in (self.query_one(PriceChart), self.query_one(SecondsChart)):
+                if chart.display:
+                    chart.show(snap)
+            sparks = self.query_one(MarketSparks)
+            if sparks.display:
+                sparks.show(snap)
+            positions = self.query_one(PositionsPane)
+            positions.flat_hint = self._flat_hint(snap)
+            positions.show(snap, live)
+            models = self.query_one(ModelsPane)
+            if models.display:
+                models.show(snap.models, snap.models_note)
+            self.query_one("#signal-log", EventLog).show(snap.log)
+            training = self.query_one("#training-log", EventLog)
+            training.set_waiting(TRAINING_WAIT if snap.training else "training is OFF: closed positions do not "
+                                 "train the models (t turns it on)")
+            training.show(snap.training_log)
+        if snap.live_confirmation and not self._live_asked:
+            self._live_asked = True
+            self.ask_live_confirmation(snap.live_confirmation)
+        done = bool(snap.replay.get("done"))
+        if done != self._replay_done:
+            self._replay_done = done
+            self._keys = None
+            self.refresh_bindings()  # pause no longer applies
+        self.refreshes += 1
+        self.refresh_ms.append((time.perf_counter() - t0) * 1000)
+
+    def _banner(self, snap: DeskSnapshot) -> None:
+        text, level = snap.banner, "alert" if snap.banner else ""
+        feed_text, feed_level = self.feed_status
+        v = primary_view(snap)
+        if not text and feed_level == "alert":
+            text, level = feed_text, "alert"
+        if not text and v is not None and v.book_state == "STALE":
+            text, level = f"BOOK STALE: {v.display} — numbers are dimmed until it resyncs", "alert"
+        if not text and snap.replay.get("done"):
+            text, level = "replay finished — the desk stays open for review; q quits", "info"
+        elif not text and feed_text:
+            text, level = feed_text, feed_level or "info"
+        if not text and v is not None and v.book_state == "SYNCING":
+            text, level = f"{v.display} book SYNCING: waiting for the depth snapshot; no trading until LIVE", "info"
+        if not text and snap.replay.get("paused"):
+            text, level = "replay PAUSED — space resumes", "info"
+        self.query_one(Banner).show_banner(text, level)
+
+    def _titles(self, snap: DeskSnapshot, live: bool) -> None:
+        v = primary_view(snap)
+        name = v.display if v is not None else snap.primary
+        n = len(snap.candles)
+        warm = " · warming up" if 0 < n < 20 else ""
+        title = f"{name} {snap.chart_tf} · {n} bars{warm} · executed trades ▲ buy ▼ sell ◆ both"
+        if not live:
+            title += " · book not LIVE"
+        self.query_one(PriceChart).border_title = title
+
+    def _flat_hint(self, snap: DeskSnapshot) -> str:
+        v = primary_view(snap)
+        quote = quote_of(v.display) if v is not None else ""
+        buy, sell = self._key_for("buy"), self._key_for("sell")
+        return f"flat — {buy} buys, {sell} sells {fmt.qty(snap.order_notional)} {quote}".rstrip()
+
+    def _key_for(self, name: str) -> str:
+        return self.key_map().get(name, ("?", ""))[0]
+
+    def key_map(self) -> dict[str, tuple[str, str]]:
+        """Binding name -> (key as displayed, description), after the settings keymap."""
+        if self._keys is None:
+            found: dict[str, tuple[str, str]] = {}
+            for ab in self.active_bindings.values():
+                b = ab.binding
+                if ab.node is self and b.id and b.id.startswith(KEY_PREFIX):
+                    name = b.id.removeprefix(KEY_PREFIX)
+                    shown = self.app.get_key_display(b)
+                    prev = found.get(name)
+                    found[name] = (f"{prev[0]} {shown}" if prev else shown, b.description)
+            self._keys = found
+        return self._keys
+
+    # ------------------------------------------------------------------ commands
+
+    def _send(self, cmd: Command) -> None:
+        """Queue the command and run it now: one key press, one command, applied at once."""
+        self.engine.submit(cmd)
+        self.engine.run_commands()
+        self.refresh_snapshot()  # show the result without waiting for the next tick
+
+    def note(self, text: str, level: str = "warn") -> None:
+        """A line from the desk itself in the signal log (why a key did nothing, feed end)."""
+        self.query_one("#signal-log", EventLog).note("desk", text, level, self.snap.now_ns if self.snap else 0)
+
+    def ask_live_confirmation(self, phrase: str) -> None:
+        """Ask for the typed phrase that enables live orders (once at start, then on b / s)."""
+        if isinstance(self.app.screen, ConfirmLive):
+            return
+
+        def answered(typed: str | None) -> None:
+            if typed is None:
+                self.note("live orders stay OFF until the phrase is typed (b or s asks again)")
+            elif self.engine.confirm_live(typed):
+                self.note("LIVE trading confirmed: orders go to the exchange", "good")
+            else:
+                self.note("that is not the phrase: live orders stay OFF", "error")
+            self.refresh_snapshot()
+
+        self.app.push_screen(ConfirmLive(phrase), answered)
+
+    def action_order(self, side: str) -> None:
+        phrase = (self.snap or self.engine.snapshot()).live_confirmation
+        if phrase:
+            self.ask_live_confirmation(phrase)  # the order would be denied: ask instead
+            return
+        symbol = self.engine.primary
+        qty = self.engine.order_qty(symbol)
+        if qty is None or qty <= 0:
+            self.note(f"{side} not sent: {self._why_no_qty(symbol)}")
+            return
+        self._send(SubmitOrder(symbol, Side(side), qty, "manual"))
+
+    def _why_no_qty(self, symbol: str) -> str:
+        snap = self.snap or self.engine.snapshot()
+        v = next((x for x in snap.symbols if x.symbol == symbol), None)
+        if v is None:
+            return f"no market data for {symbol} yet"
+        if v.last_price is None and v.bid is None:
+            return f"no price for {v.display} yet (book {v.book_state})"
+        return f"order size {fmt.qty(snap.order_notional)} is below {v.display}'s minimum quantity step"
+
+    def action_close_position(self) -> None:
+        self._send(ClosePosition(self.engine.primary, "manual"))
+
+    def action_panic(self) -> None:
+        self._send(Panic())
+
+    def action_auto(self) -> None:
+        self._send(SetAutoTrading(None))
+
+    def action_toggle_model(self, model: str) -> None:
+        self._send(ToggleModel(model))
+
+    def action_training(self) -> None:
+        self._send(SetTraining(None))
+
+    def action_size(self, steps: int) -> None:
+        self._send(SetOrderSize(steps))
+
+    def action_pause(self) -> None:
+        self._send(PauseReplay(None))
+
+    def action_help(self) -> None:
+        keys = self.key_map()
+        rows = [(keys[name][0], text) for name, text in HELP.items() if name in keys]
+        stats = self.refresh_stats()
+        notes = [*PANES, "",
+                 f"UI refresh {self.cfg.ui.refresh_hz:g} Hz: {stats['mean_ms']:.1f} ms mean, "
+                 f"{stats['p95_ms']:.1f} ms p95 over {stats['n']:.0f} refreshes; "
+                 f"chart redraws {stats['chart_draws']:.0f} ({stats['chart_ms']:.1f} ms mean)"]
+        self.app.push_screen(HelpScreen(rows, notes))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pause":
+            # Pausing applies to a replay that is still running; hide the key otherwise.
+            return self.engine.mode == "replay" and not self._replay_done
+        return True
+
+    # ------------------------------------------------------------------ measurements
+
+    def refresh_stats(self) -> dict[str, float]:
+        ms = sorted(self.refresh_ms)
+        charts = self._charts
+        draws = sum(c.draws for c in charts)
+        return {
+            "n": float(len(ms)),
+            "mean_ms": sum(ms) / len(ms) if ms else 0.0,
+            "p95_ms": ms[int(0.95 * (len(ms) - 1))] if ms else 0.0,
+            "max_ms": ms[-1] if ms else 0.0,
+            "chart_draws": float(draws),
+            "chart_ms": sum(c.draw_s for c in charts) * 1000 / draws if draws else 0.0,
+        }
