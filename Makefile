@@ -12,8 +12,10 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 
 venv: $(VENV)/.installed
 
+# The live desk. Where the sample recording sits beside the checkout, the desk's
+# offline fallback (key r) uses it instead of downloading it.
 run: $(VENV)/.installed
-	$(VENV)/bin/tradedesk
+	$(VENV)/bin/tradedesk $(if $(wildcard $(SAMPLES)/btcusdt_20240808.gz),--set 'general.samples_dir="$(abspath $(SAMPLES))"')
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/tradedesk demo --samples $(SAMPLES)

@@ -46,6 +46,7 @@ class Replay:
         self.counters: dict[str, int] = {}
         self.lines = 0
         self.done = False
+        self.linger = False  # the desk sets this: keep time moving after the data ends
         self._resume = asyncio.Event()
         self._resume.set()
         engine.on_pause = self._on_pause
@@ -107,6 +108,22 @@ class Replay:
                 await asyncio.sleep(0)
         engine.run_commands()
         self._finish()
+        if self.linger:
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """After the data ends, the desk stays open: let market time pass with wall time
+        (the market frozen as it last was) so latency-delayed and resting orders still
+        resolve against the last book."""
+        engine, clock = self.engine, self.clock
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.perf_counter()
+            clock.advance(clock.now_ns() + int((now - last) * NS_PER_S))
+            last = now
+            engine.run_commands()
+            engine.orders.housekeeping(clock.now_ns())
 
     def _finish(self) -> None:
         self.done = True

@@ -183,6 +183,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "size_up": _k("str", "plus", "order size up"),
         "size_down": _k("str", "minus", "order size down"),
         "pause": _k("str", "space", "pause/resume a replay"),
+        "sample_replay": _k("str", "r", "when the live exchange cannot be reached: open the sample replay"),
         "help": _k("str", "question_mark", "help"),
         "quit": _k("str", "q", "quit"),
     },

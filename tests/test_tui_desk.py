@@ -48,6 +48,7 @@ def desk_settings(tmp_path: Path, *extra: str):
 def make_desk(tmp_path: Path, files: list[Path], speed: float | None, *extra: str):
     cfg = desk_settings(tmp_path, *extra)
     engine, replay = build_replay_engine(cfg, files, speed)
+    replay.linger = True  # as `tradedesk replay` does: time moves on after the data ends
     return DeskApp(cfg, engine, replay), engine, replay
 
 
@@ -306,9 +307,9 @@ async def test_waiting_panes_say_what_they_wait_for(btc_files, tmp_path):
 
 
 async def test_replay_finished_keeps_the_desk_open_and_orders_still_apply(btc_files, tmp_path):
-    # As fast as possible. With zero paper latency an order fills on the book as it is; with
-    # latency it would wait for market time that a finished replay no longer has.
-    app, engine, replay = make_desk(tmp_path, btc_files, None, "paper.latency_ms=0")
+    # As fast as possible, with the default paper latency: after the data ends market time
+    # keeps moving with wall time, so the order still fills on the last book.
+    app, engine, replay = make_desk(tmp_path, btc_files, None)
     async with app.run_test(size=WIDE) as pilot:
         await wait_for(pilot, lambda: replay.done, "the replay to finish", timeout=40)
         await pilot.pause(0.3)
@@ -316,7 +317,7 @@ async def test_replay_finished_keeps_the_desk_open_and_orders_still_apply(btc_fi
         assert "replay finished" in plain(app.desk.query_one(Banner))
         assert "pause" not in app.desk.key_map(), "pause no longer applies"
         await press(pilot, "b")
-        assert orders_filled(engine) == 1, "commands apply after the replay ended"
+        await wait_for(pilot, lambda: orders_filled(engine) == 1, "the buy after the end to fill", timeout=5)
 
 
 async def test_keys_follow_the_settings_keymap(btc_files, tmp_path):

@@ -135,3 +135,31 @@ async def test_live_orders_wait_for_the_typed_phrase_and_secrets_never_show(btc_
         screen_text = app.export_screenshot()
         assert KEY not in screen_text
         assert SECRET not in screen_text
+
+
+async def test_unreachable_exchange_offers_the_sample_replay_on_a_key(tmp_path):
+    """Offline: the desk says it cannot reach the exchange, keeps retrying, and `r` leaves
+    for the sample replay (the CLI then runs `tradedesk demo`)."""
+    import socket
+
+    from engine import settings
+    from tui.app import SWITCH_TO_DEMO
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = settings.load(search=False, overrides=[
+        f'general.data_dir="{tmp_path}"', f'exchange.ws_url="ws://127.0.0.1:{port}"',
+        f'exchange.rest_url="http://127.0.0.1:{port}"', "exchange.backoff_base_s=0.1", "exchange.backoff_max_s=0.5",
+        "ui.refresh_hz=10", "exchange.backfill=false"])
+    engine, driver = build_live_engine(cfg, args(), with_models=False)
+    app = DeskApp(cfg, engine, driver)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: str(engine.feed_info.get("status", "")).startswith("cannot reach"),
+                       "the feed to report the exchange unreachable", timeout=20)
+        await pilot.pause(0.3)
+        assert "cannot reach" in plain(app.desk.query_one(DeskHeader)) + plain(app.desk.query_one(Banner))
+        assert "sample_replay" in app.desk.key_map()
+        await pilot.press("r")
+        await pilot.pause(0.2)
+    assert app.return_code == SWITCH_TO_DEMO

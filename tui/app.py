@@ -43,6 +43,10 @@ def keymap_from(cfg: Settings) -> dict[str, str]:
     return {KEY_PREFIX + name: str(key) for name, key in cfg.as_dict()["keys"].items()}
 
 
+#: Exit code of the desk when the user asked for the sample replay (live feed unreachable).
+SWITCH_TO_DEMO = 75
+
+
 class DeskApp(App[int]):
     """tradedesk's terminal app: the desk screen, the dialogs, and the feed worker."""
 
@@ -78,10 +82,7 @@ class DeskApp(App[int]):
         if event.state is WorkerState.SUCCESS:
             # Commands queued at the very end still apply (the driver may have ended between them).
             self.engine.run_commands()
-            if self.engine.mode == "replay":
-                self.desk.feed_status = ("replay finished", "info")
-                self.desk.note("replay finished: the desk stays open", "good")
-            else:
+            if self.engine.mode != "replay":  # a finished replay is announced by the desk's refresh
                 self.desk.feed_status = ("feed ended: no more market data", "alert")
         elif event.state is WorkerState.ERROR:
             err = event.worker.error

@@ -177,7 +177,14 @@ def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
     from tui.app import run_desk
 
     engine, driver = build_live_engine(cfg, args)
-    return run_desk(cfg, engine, driver, args)
+    from tui.app import SWITCH_TO_DEMO
+
+    rc = run_desk(cfg, engine, driver, args)
+    if rc == SWITCH_TO_DEMO:
+        print("tradedesk: live exchange unreachable: opening the sample replay", file=sys.stderr)
+        args.samples, args.speed = None, "1"
+        return cmd_demo(args, cfg)
+    return rc
 
 
 def cmd_record(args: argparse.Namespace, cfg: Settings) -> int:
@@ -353,6 +360,7 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> in
     from tui.app import run_desk
 
     engine, replay = build_replay_engine(cfg, paths, speed)
+    replay.linger = True  # orders pressed after the data ends still fill on the last book
     return run_desk(cfg, engine, replay, args)
 
 

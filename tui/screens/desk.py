@@ -65,6 +65,7 @@ HELP = {
     "size_up": "order size up by one step",
     "size_down": "order size down by one step (never below one step)",
     "pause": "pause / resume the replay",
+    "sample_replay": "live feed unreachable: open the sample recording instead (tradedesk demo)",
     "help": "this help",
     "quit": "quit (asks first when a position is open)",
 }
@@ -97,6 +98,7 @@ class DeskScreen(Screen[None]):
         Binding("plus", "size(1)", "Size+", id="desk.size_up", show=False),
         Binding("minus", "size(-1)", "Size-", id="desk.size_down", show=False),
         Binding("space", "pause", "Pause", id="desk.pause"),
+        Binding("r", "sample_replay", "Sample replay", id="desk.sample_replay"),
         Binding("question_mark", "help", "Help", id="desk.help"),
         Binding("q", "app.request_quit", "Quit", id="desk.quit"),
     ]
@@ -115,6 +117,7 @@ class DeskScreen(Screen[None]):
         self.refresh_ms: deque[float] = deque(maxlen=600)
         self.refreshes = 0
         self._replay_done = False
+        self._offline = False
         self._keys: dict[str, tuple[str, str]] | None = None
         self._charts: list[PriceChart | SecondsChart] = []
         self._live_asked = False
@@ -186,9 +189,20 @@ class DeskScreen(Screen[None]):
         if snap.live_confirmation and not self._live_asked:
             self._live_asked = True
             self.ask_live_confirmation(snap.live_confirmation)
+        offline = self.engine.mode == "live" and str(snap.feed.get("status", "")).startswith("cannot reach")
+        if offline != self._offline:
+            self._offline = offline
+            self._keys = None
+            self.refresh_bindings()  # the sample-replay key applies only while offline
+            if offline:
+                key = self.key_map().get("sample_replay", ("r", ""))[0]
+                self.note(f"the exchange cannot be reached: still retrying; press {key} for the sample replay")
         done = bool(snap.replay.get("done"))
         if done != self._replay_done:
             self._replay_done = done
+            if done:
+                self.feed_status = ("replay finished", "info")
+                self.note("replay finished: the desk stays open", "good")
             self._keys = None
             self.refresh_bindings()  # pause no longer applies
         self.refreshes += 1
@@ -325,7 +339,16 @@ class DeskScreen(Screen[None]):
                  f"chart redraws {stats['chart_draws']:.0f} ({stats['chart_ms']:.1f} ms mean)"]
         self.app.push_screen(HelpScreen(rows, notes))
 
+    def action_sample_replay(self) -> None:
+        from tui.app import SWITCH_TO_DEMO
+
+        self.app.exit(return_code=SWITCH_TO_DEMO)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "sample_replay":
+            # Offered only while the live exchange cannot be reached.
+            status = str(self.engine.feed_info.get("status", ""))
+            return self.engine.mode == "live" and status.startswith("cannot reach")
         if action == "pause":
             # Pausing applies to a replay that is still running; hide the key otherwise.
             return self.engine.mode == "replay" and not self._replay_done
