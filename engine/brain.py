@@ -273,7 +273,7 @@ class Brain:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
 
         return {
-            "signals": {k: v for k, v in self.signal_counts.items()},
+            "signals": dict(self.signal_counts),
             "decisions_actionable": c.actionable,
             "explorations": self.explorations,
             "attribution": {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in self.attribution.items()},
@@ -561,7 +561,7 @@ class Brain:
             try:
                 if job is None:
                     return
-                key, ctx, reward, scale, ts = job
+                key, ctx, reward, scale, _ = job
                 agent = self.agents[key]
                 self._training_now = True
                 t0 = time.perf_counter()

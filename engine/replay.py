@@ -88,8 +88,7 @@ class Replay:
         engine, clock = self.engine, self.clock
         wall0 = time.perf_counter()
         rec0: int | None = None
-        n = 0
-        for ts, ev in self.events():
+        for n, (ts, ev) in enumerate(self.events(), 1):
             if not self._resume.is_set():
                 await self._resume.wait()
                 rec0 = None  # re-anchor pacing after a pause
@@ -102,7 +101,6 @@ class Replay:
                     await asyncio.sleep(delay)
             clock.advance(ts)
             engine.on_market(ev)
-            n += 1
             if n % BATCH == 0:
                 engine.replay_info["progress"] = self.lines
                 await asyncio.sleep(0)

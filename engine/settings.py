@@ -189,7 +189,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
-SECRET_HINT = "API keys come from the environment (TRADEDESK_API_KEY / TRADEDESK_API_SECRET), never settings"
+SECRET_HINT = "API keys come from the environment (TRADEDESK_API_KEY / TRADEDESK_API_SECRET), never settings"  # noqa: S105 - a message, not a secret
 
 
 def register(section: str, keys: Mapping[str, Key]) -> None:

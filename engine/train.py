@@ -147,11 +147,10 @@ def collect(cfg: Settings, paths: list[Path], out: TextIO = sys.stderr) -> Serie
 
 def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.stderr) -> dict[str, object]:
     """Label, build samples, fit, save. Returns a report dict."""
+    from engine.brain import checkpoint_path
     from models.agents import CNNAgent
     from models.device import select_device
     from models.labels import build_cnn_samples, label_series
-
-    from engine.brain import checkpoint_path
 
     t0 = time.perf_counter()
     series = collect(cfg, paths, out)

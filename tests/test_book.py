@@ -43,7 +43,7 @@ def test_diffs_before_snapshot_are_buffered_then_applied():
 
 
 def test_gap_discards_book_and_requests_resync():
-    book, requests, states = make()
+    book, requests, _ = make()
     book.on_delta(delta(9, 11))
     book.on_snapshot(snapshot(10))
     assert book.state is BookState.LIVE

@@ -3,12 +3,13 @@ determinism, and no decisions on a book that is not LIVE."""
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 
 import pytest
 
 from engine import settings
-from engine.events import DecisionMade, ModelTrained, SignalEmitted, SubmitOrder, Side, ToggleModel
+from engine.events import DecisionMade, ModelTrained, Side, SignalEmitted, SubmitOrder, ToggleModel
 from tui.cli import build_replay_engine
 
 from .conftest import ETH, need_data
@@ -44,7 +45,7 @@ def eth_run(tmp_path_factory):
 
 
 def test_every_model_signals_and_decisions_record_contributions(eth_run):
-    engine, decisions, signals, summary = eth_run
+    _, decisions, _, summary = eth_run
     assert all(summary["signals"][m] > 0 for m in ("cnn", "dqn", "cob")), summary["signals"]
     assert summary["decisions"] == len(decisions) > 100
     # 11 minutes of data: only the 1m head has enough bars; the summary says which warm up
@@ -61,7 +62,7 @@ def test_every_model_signals_and_decisions_record_contributions(eth_run):
     assert 0 < first_cnn < len(decisions) - 1
     assert all({c.model for c in d.contributions} == {"dqn", "cob"} for d in decisions[:first_cnn])
     # every decision came while the ETH book was LIVE and one second of market time apart
-    gaps = [b.ts - a.ts for a, b in zip(decisions, decisions[1:], strict=False)]
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(decisions)]
     assert min(gaps) >= 1_000_000_000
 
 
@@ -110,11 +111,11 @@ def test_no_decision_on_a_book_that_is_not_live(tmp_path):
 
     src = tmp_path / "ethusdt_nosnap.txt"
     with gzip.open(ETH[0], "rb") as fh, src.open("wb") as out:
-        for n, line in zip(range(20000), fh, strict=False):
+        for _, line in zip(range(20000), fh, strict=False):
             if b'"lastUpdateId"' not in line:
                 out.write(line)
     cfg = make_cfg(tmp_path)
-    engine, decisions, _, summary = run(cfg, [src])
+    _, decisions, _, summary = run(cfg, [src])
     assert summary["trades"] > 1000
     assert summary["book_state"] == "SYNCING"
     assert decisions == []

@@ -22,9 +22,9 @@ HEADLESS = sorted(
 @pytest.mark.parametrize("module", ["engine", "models", *HEADLESS])
 def test_headless_module_does_not_import_textual(module):
     code = (
-        "import sys, importlib; importlib.import_module(%r); "
+        f"import sys, importlib; importlib.import_module({module!r}); "
         "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'tui')));"
-        "print(','.join(bad)); sys.exit(1 if bad else 0)" % module
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"{module} imports {r.stdout.strip() or r.stderr[-500:]}"

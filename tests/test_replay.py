@@ -104,7 +104,7 @@ def test_replay_is_deterministic_in_process(btc_files, cfg):
         replay.run_sync()
         st = engine.symbols["BTCUSDT"]
         results.append((st.trades, st.book.last_update_id, st.book.best_bid(), st.book.best_ask(),
-                        [b for b in st.bars.all_bars("1m")]))
+                        list(st.bars.all_bars("1m"))))
     assert results[0] == results[1]
 
 
