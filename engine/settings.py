@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 class SettingsError(ValueError):
@@ -205,6 +205,10 @@ class Settings:
         self.source = source
         for section, keys in values.items():
             object.__setattr__(self, section, _Section(section, keys))
+
+    if TYPE_CHECKING:  # sections are set per instance from the schema; tell the type checker
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def __getitem__(self, dotted: str) -> Any:
         section, _, key = dotted.partition(".")

@@ -30,7 +30,7 @@ class SparkRow(Horizontal):
         self._name = name
 
     def compose(self) -> ComposeResult:
-        yield Label(self._name, classes="spark-name")
+        yield Label(self._name or "", classes="spark-name")
         # Mean per column: a bucket of seconds is summarised by its average, not its peak.
         yield Sparkline([], summary_function=_mean)
         yield Label("", classes="spark-value")
