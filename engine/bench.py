@@ -21,7 +21,8 @@ from typing import Any
 from engine.capture import merged_lines
 from engine.clock import ReplayClock
 from engine.core import Engine
-from engine.parse import Parser
+from engine.events import Trade
+from engine.parse import Parser, reset_caches
 from engine.settings import Settings
 
 R1 = ("btcusdt_20240808.gz", "btcusdt_20240809.gz")
@@ -96,6 +97,7 @@ def bench_ingest(cfg: Settings, paths: list[Path], repeats: int) -> dict[str, An
     times = []
     engine = None
     for _ in range(repeats):
+        reset_caches()  # every run starts cold, as a fresh process would
         t, engine = ingest_once(cfg, lines)
         times.append(t)
     payloads = [p for _, p, _ in lines]
@@ -128,10 +130,10 @@ def bench_naive(cfg: Settings, paths: list[Path], n_trades: int) -> dict[str, An
 
     lines = load_lines(paths)
     parser = Parser()
-    trades = []
+    trades: list[Trade] = []
     for ts, payload, hint in lines:
         ev = parser.parse_frame(payload, ts, hint)
-        if ev is not None and type(ev).__name__ == "Trade":
+        if isinstance(ev, Trade):
             trades.append(ev)
     sample = trades[:n_trades]
 
@@ -199,7 +201,7 @@ def bench_backtest(cfg: Settings, paths: list[Path], tmp: Path) -> dict[str, Any
     wall = time.perf_counter() - t0
     span = (engine.clock.now_ns() - engine.replay_info["first_ns"]) / 1e9
     brain = engine.brain
-    train_ms = [r for r in brain.train_wall_ms]
+    train_ms = list(brain.train_wall_ms)
     summary = engine.summary(wall)
     engine.shutdown()
     return {

@@ -36,7 +36,7 @@ def open_capture(path: Path) -> IO[bytes]:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":
         return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    return open(path, "rb")  # the caller closes it
 
 
 class CaptureError(ValueError):

@@ -192,7 +192,7 @@ def book_features(
         return out
     bb, ba = float(bids[0][0]), float(asks[0][0])
     mid = (bb + ba) / 2
-    for side, levels, base in ((1, bids, 0), (-1, asks, 2 * n)):
+    for levels, base in ((bids, 0), (asks, 2 * n)):
         total = float(sum(q for _, q in levels[:n])) or 1.0
         for i, (p, q) in enumerate(levels[:n]):
             out[base + 2 * i] = (float(p) - mid) / mid * 1e4
