@@ -229,15 +229,7 @@ async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any 
 
     engine, driver = build_live_engine(cfg, args, recorder, with_models)
     watch = Stopwatch()
-    task = asyncio.create_task(driver.run())
-    status = asyncio.create_task(live_status_loop(engine))
-    _install_sigint(task)
-    try:
-        await task
-    except asyncio.CancelledError:
-        print("tradedesk: interrupted; writing the summary", file=sys.stderr)
-    finally:
-        status.cancel()
+    await _drive(driver, live_status_loop(engine))
     if engine.executor.name == "live":
         await engine.executor.close()  # the ccxt session belongs to this loop
     engine.shutdown()
@@ -422,15 +414,7 @@ async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None
 
     engine, replay = build_replay_engine(cfg, paths, speed)
     watch = Stopwatch()
-    task = asyncio.create_task(replay.run())
-    status = asyncio.create_task(status_loop(engine))
-    _install_sigint(task)
-    try:
-        await task
-    except asyncio.CancelledError:
-        print("tradedesk: interrupted; writing the summary", file=sys.stderr)
-    finally:
-        status.cancel()
+    await _drive(replay, status_loop(engine))
     engine.shutdown()
     summary = engine.summary(watch.elapsed())
     summary["parser"] = replay.parser.stats.as_dict()
@@ -448,6 +432,19 @@ def _one_line_summary(s: dict[str, Any]) -> str:
     return (f"done: {s['messages']} messages, {s['trades']} trades, gaps {s['gaps_detected']}, "
             f"resyncs {s['book_resyncs']}, book {s['book_state']}, fills {s['fills']}, "
             f"realised PnL {s['realised_pnl']}, {s['msgs_per_s']} msgs/s")
+
+
+async def _drive(driver: Any, status: Any) -> None:
+    """Run a feed driver headless with its status loop until it ends or Ctrl-C stops it."""
+    task = asyncio.create_task(driver.run())
+    status_task = asyncio.create_task(status)
+    _install_sigint(task)
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("tradedesk: interrupted; writing the summary", file=sys.stderr)
+    finally:
+        status_task.cancel()
 
 
 def _install_sigint(task: asyncio.Task[Any]) -> None:
