@@ -112,7 +112,9 @@ class Engine:
         self.configured_primary = settings.symbols.primary.replace("/", "").upper()
         self.portfolio = Portfolio(allow_short=settings.paper.allow_short)
         self.order_notional: Decimal = settings.trading.order_notional
-        self.auto_trade: bool = settings.trading.auto_trade if mode != "live" else False
+        # Automatic trading: on by default for paper (live data or replay) and backtest,
+        # off for real orders until the user switches it on (SPEC §4).
+        self.auto_trade: bool = settings.trading.auto_trade and (executor is None or executor.name != "live")
         self.training: bool = True
         self.paused = False
         self.on_pause: Callable[[bool], None] | None = None

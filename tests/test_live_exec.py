@@ -271,3 +271,16 @@ async def test_other_exchange_errors_are_classified(cfg, tmp_path, fault):
     assert creates(factory.exchange) == 1
     assert Decimal(engine.ledger.order(cid)["filled_qty"]) == 0
     await ex.close()
+
+
+async def test_automatic_trading_is_on_for_paper_and_off_for_live_orders(cfg, tmp_path):
+    """SPEC §4: auto on by default for paper (live data too), off for real orders until switched on."""
+    from engine.clock import WallClock
+    from engine.core import Engine
+
+    paper = Engine(cfg, WallClock(), mode="live")
+    assert paper.auto_trade is True and paper.mode_label() == "PAPER"
+    engine, _, _, _ = live_setup(cfg, tmp_path)
+    assert engine.auto_trade is False
+    assert engine.mode_label().startswith("LIVE")
+    await engine.executor.close()
