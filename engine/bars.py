@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from engine.events import NS_PER_S, Bar, Trade
+from engine.features import TradeFlow
 from models.schema import TIMEFRAMES
 
 
@@ -42,9 +43,12 @@ class TickCache:
     def __init__(self, horizon_s: float = 900.0, max_ticks: int = 500_000) -> None:
         self.horizon_ns = int(horizon_s * NS_PER_S)
         self.ticks: deque[tuple[int, float, float, bool]] = deque(maxlen=max_ticks)
+        self.flow = TradeFlow()  # buy/sell flow over the last minute, for the COB features
 
     def add(self, t: Trade) -> None:
-        self.ticks.append((t.ts_event, float(t.price), float(t.qty), not t.buyer_is_maker))
+        tick = (t.ts_event, float(t.price), float(t.qty), not t.buyer_is_maker)
+        self.ticks.append(tick)
+        self.flow.add(tick[0], tick[2], tick[3])
         cutoff = t.ts_event - self.horizon_ns
         ticks = self.ticks
         while ticks and ticks[0][0] < cutoff:

@@ -144,6 +144,8 @@ class Brain:
         self._next_decision = 0
         self._next_cob = 0
         self._cnn_due = False
+        self._bars_key: tuple[object, ...] = ()
+        self._bars_cache: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.empty(0), np.empty(0), np.empty(0))
         self._decision_id = 0
         # Contexts of automatic orders on their way (fills may come later: latency model),
         # keyed by decision id; bounded so orders that never fill cannot pile up.
@@ -353,13 +355,22 @@ class Brain:
     def build_inputs(self, st: SymbolState) -> ModelInputs:
         from models.inputs import ModelInputs
 
-        min_bars = self.cfg.models.cnn_min_bars
-        bars = np.stack([st.features[tf].window(WINDOW) for tf in CNN_TIMEFRAMES])
-        valid = np.array([st.features[tf].count >= min_bars for tf in CNN_TIMEFRAMES], dtype=bool)
+        # Bar windows change only when a bar closes: reuse them until one does (they are
+        # read-only, so the contexts of open positions can share them safely).
+        key = (st.symbol, *(st.features[tf].count for tf in CNN_TIMEFRAMES))
+        if self._bars_key != key:
+            min_bars = self.cfg.models.cnn_min_bars
+            bars = np.stack([st.features[tf].window(WINDOW) for tf in CNN_TIMEFRAMES])
+            valid = np.array([st.features[tf].count >= min_bars for tf in CNN_TIMEFRAMES], dtype=bool)
+            last_1m = st.features["1m"].window(DQN_BARS).ravel()
+            for a in (bars, valid, last_1m):
+                a.flags.writeable = False
+            self._bars_key, self._bars_cache = key, (bars, valid, last_1m)
+        bars, valid, last_1m = self._bars_cache
         book = st.book.book
-        cob = book_features(book.top_bids(COB_LEVELS), book.top_asks(COB_LEVELS), st.ticks.ticks,
-                            st.last_event_ns)
-        dqn = np.concatenate([st.features["1m"].window(DQN_BARS).ravel(), cob[-len(COB_EXTRA):],
+        flow = st.ticks.flow.stats(st.last_event_ns)
+        cob = book_features(book.top_bids(COB_LEVELS), book.top_asks(COB_LEVELS), flow)
+        dqn = np.concatenate([last_1m, cob[-len(COB_EXTRA):],
                               self._position_state(st)]).astype(np.float32)
         return ModelInputs(bars=bars, bars_valid=valid, cob=cob, dqn_state=dqn)
 

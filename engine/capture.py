@@ -12,8 +12,8 @@ import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import BufferedIOBase
 from pathlib import Path
-from typing import IO
 
 _SYMBOL_IN_NAME = re.compile(r"^([a-z0-9]+?)[_.-]\d{8}", re.IGNORECASE)
 
@@ -31,7 +31,7 @@ def symbol_from_name(path: Path) -> str | None:
     return m.group(1).upper() if m else None
 
 
-def open_capture(path: Path) -> IO[bytes]:
+def open_capture(path: Path) -> BufferedIOBase:
     with open(path, "rb") as fh:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":

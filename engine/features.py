@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -164,71 +165,132 @@ class BarFeatures:
         return out
 
 
-def _imbalance(bids: Sequence[Level], asks: Sequence[Level], depth: int) -> float:
-    b = float(sum(q for _, q in bids[:depth]))
-    a = float(sum(q for _, q in asks[:depth]))
+FloatLevel = tuple[float, float]
+
+
+def _imbalance(bids: Sequence[FloatLevel], asks: Sequence[FloatLevel], depth: int) -> float:
+    b = sum(q for _, q in bids[:depth])
+    a = sum(q for _, q in asks[:depth])
     return (b - a) / (b + a) if b + a > 0 else 0.0
 
 
-def _slope(levels: Sequence[Level], mid: float) -> float:
+def _slope(levels: Sequence[FloatLevel], mid: float) -> float:
     """Depth slope: log of the side's top-N size per basis point of price it spans."""
     if len(levels) < 2:
         return 0.0
-    total = float(sum(q for _, q in levels))
-    span_bps = abs(float(levels[-1][0]) - mid) / mid * 1e4
+    total = sum(q for _, q in levels)
+    span_bps = abs(levels[-1][0] - mid) / mid * 1e4
     return math.log1p(total / span_bps) if span_bps > 0 else 0.0
 
 
-def book_features(
-    bids: Sequence[Level],
-    asks: Sequence[Level],
-    trades: Sequence[tuple[int, float, float, bool]],
-    now_ns: int,
-) -> np.ndarray:
+FLOW_WINDOWS_S = (1, 5, 30, 60)  # flows over 1/5/30 s, trade counts over 5/60 s
+_QTY_UNITS = 10**8  # quantities as integers of 1e-8 (Binance's finest step): sums never drift
+_FLOW_SLACK_NS = 10 * NS_PER_S  # trades kept past their window, for a query clock a little behind
+
+
+class FlowStats(NamedTuple):
+    """Taker buy and sell volume and trade counts per window of :data:`FLOW_WINDOWS_S`."""
+
+    buy: tuple[float, ...]
+    sell: tuple[float, ...]
+    trades: tuple[int, ...]
+
+
+def flow_stats(trades: Sequence[tuple[int, float, float, bool]], now_ns: int) -> FlowStats:
+    """The reference computation over ``(ts_ns, price, qty, taker_buy)`` ticks in time order."""
+    k = len(FLOW_WINDOWS_S)
+    cut = [now_ns - w * NS_PER_S for w in FLOW_WINDOWS_S]
+    buy, sell, count = [0] * k, [0] * k, [0] * k
+    for ts, _, q, taker_buy in reversed(trades):
+        if ts < cut[-1]:
+            break
+        iq = round(q * _QTY_UNITS)
+        for i in range(k):
+            if ts >= cut[i]:
+                count[i] += 1
+                if taker_buy:
+                    buy[i] += iq
+                else:
+                    sell[i] += iq
+    return FlowStats(tuple(b / _QTY_UNITS for b in buy), tuple(x / _QTY_UNITS for x in sell), tuple(count))
+
+
+class TradeFlow:
+    """:func:`flow_stats` kept incrementally: O(1) per trade and per query.
+
+    The tick cache holds 15 minutes of trades; scanning its last minute on every COB
+    tick was the replay's largest cost. Each window keeps its own queue of trades and
+    integer sums. Queries are expected at a clock that does not go back by more than
+    ``_FLOW_SLACK_NS``; a trade that has left a window does not come back into it.
+    """
+
+    __slots__ = ("_buy", "_queues", "_sell", "_spans")
+
+    def __init__(self) -> None:
+        self._spans = [w * NS_PER_S for w in FLOW_WINDOWS_S]
+        self._queues: list[deque[tuple[int, int, bool]]] = [deque() for _ in FLOW_WINDOWS_S]
+        self._buy = [0] * len(FLOW_WINDOWS_S)
+        self._sell = [0] * len(FLOW_WINDOWS_S)
+
+    def add(self, ts_ns: int, qty: float, taker_buy: bool) -> None:
+        item = (ts_ns, round(qty * _QTY_UNITS), taker_buy)
+        sums = self._buy if taker_buy else self._sell
+        for i, q in enumerate(self._queues):
+            q.append(item)
+            sums[i] += item[1]
+        self._expire(ts_ns - _FLOW_SLACK_NS)  # bounded even when nobody asks
+
+    def _expire(self, now_ns: int) -> None:
+        for i, q in enumerate(self._queues):
+            cutoff = now_ns - self._spans[i]
+            while q and q[0][0] < cutoff:
+                _, iq, taker_buy = q.popleft()
+                if taker_buy:
+                    self._buy[i] -= iq
+                else:
+                    self._sell[i] -= iq
+
+    def stats(self, now_ns: int) -> FlowStats:
+        self._expire(now_ns)
+        return FlowStats(tuple(b / _QTY_UNITS for b in self._buy), tuple(x / _QTY_UNITS for x in self._sell),
+                         tuple(len(q) for q in self._queues))
+
+
+def book_features(bids: Sequence[Level], asks: Sequence[Level], flow: FlowStats) -> np.ndarray:
     """COB model input: top-N levels a side (offset bps, size share) + COB_EXTRA."""
     n = COB_LEVELS
     out = np.zeros(2 * n * 2 + len(COB_EXTRA), dtype=np.float32)
     if not bids or not asks:
         return out
-    bb, ba = float(bids[0][0]), float(asks[0][0])
+    fb = [(float(p), float(q)) for p, q in bids[:n]]  # floats once; the book keeps Decimals
+    fa = [(float(p), float(q)) for p, q in asks[:n]]
+    bb, ba = fb[0][0], fa[0][0]
     mid = (bb + ba) / 2
-    for levels, base in ((bids, 0), (asks, 2 * n)):
-        total = float(sum(q for _, q in levels[:n])) or 1.0
-        for i, (p, q) in enumerate(levels[:n]):
-            out[base + 2 * i] = (float(p) - mid) / mid * 1e4
-            out[base + 2 * i + 1] = float(q) / total
-    bq, aq = float(bids[0][1]), float(asks[0][1])
+    for levels, base in ((fb, 0), (fa, 2 * n)):
+        total = sum(q for _, q in levels) or 1.0
+        for i, (p, q) in enumerate(levels):
+            out[base + 2 * i] = (p - mid) / mid * 1e4
+            out[base + 2 * i + 1] = q / total
+    bq, aq = fb[0][1], fa[0][1]
     micro = (bb * aq + ba * bq) / (bq + aq) if bq + aq > 0 else mid
 
-    def flow(window_s: float) -> float:
-        cutoff = now_ns - int(window_s * NS_PER_S)
-        buy = sell = 0.0
-        for ts, _, q, taker_buy in reversed(trades):
-            if ts < cutoff:
-                break
-            if taker_buy:
-                buy += q
-            else:
-                sell += q
-        return (buy - sell) / (buy + sell) if buy + sell > 0 else 0.0
+    def imbalance(i: int) -> float:
+        b, s = flow.buy[i], flow.sell[i]
+        return (b - s) / (b + s) if b + s > 0 else 0.0
 
-    cut5 = now_ns - 5 * NS_PER_S
-    cut60 = now_ns - 60 * NS_PER_S
-    n5 = sum(1 for t in trades if t[0] >= cut5)
-    n60 = sum(1 for t in trades if t[0] >= cut60)
-    rate5, rate60 = n5 / 5.0, n60 / 60.0
+    rate5, rate60 = flow.trades[1] / 5.0, flow.trades[3] / 60.0
     extra = {
         "spread_bps": (ba - bb) / mid * 1e4,
-        "imbalance_1": _imbalance(bids, asks, 1),
-        "imbalance_5": _imbalance(bids, asks, 5),
-        "imbalance_10": _imbalance(bids, asks, 10),
-        "imbalance_20": _imbalance(bids, asks, 20),
+        "imbalance_1": _imbalance(fb, fa, 1),
+        "imbalance_5": _imbalance(fb, fa, 5),
+        "imbalance_10": _imbalance(fb, fa, 10),
+        "imbalance_20": _imbalance(fb, fa, 20),
         "microprice_bps": (micro - mid) / mid * 1e4,
-        "bid_slope": _slope(bids[:n], mid),
-        "ask_slope": _slope(asks[:n], mid),
-        "flow_1s": flow(1),
-        "flow_5s": flow(5),
-        "flow_30s": flow(30),
+        "bid_slope": _slope(fb, mid),
+        "ask_slope": _slope(fa, mid),
+        "flow_1s": imbalance(0),
+        "flow_5s": imbalance(1),
+        "flow_30s": imbalance(2),
         "trade_rate_z": (rate5 - rate60) / math.sqrt(rate60) if rate60 > 0 else 0.0,
     }
     out[4 * n:] = [extra[k] for k in COB_EXTRA]

@@ -118,9 +118,8 @@ class Agent:
         with self._rng.active(), self.device:
             self.learner = self._build().train()
         self.actor = copy.deepcopy(self.learner).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(
-            self.learner.parameters(), lr=config.lr, weight_decay=getattr(config, "weight_decay", 0.0)
-        )
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._optimizer_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizer exists
         self.parameters = count_parameters(self.learner)
         self._publish_lock = threading.Lock()
         self._train_lock = threading.RLock()
@@ -133,6 +132,28 @@ class Agent:
         self._losses: deque[float] = deque(maxlen=5)
         self.last_loss: float | None = None
         self.last_reward: float | None = None
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The learner's optimizer, made at the first update or save.
+
+        Making a torch optimizer imports ``torch._dynamo`` (about 3 s here), which the
+        desk's start-up should not pay for models that may not train for a while; a
+        checkpoint's optimizer state waits in ``_optimizer_state`` until then.
+        """
+        with self._train_lock:
+            if self._optimizer is None:
+                opt = torch.optim.AdamW(self.learner.parameters(), lr=self.config.lr,
+                                        weight_decay=getattr(self.config, "weight_decay", 0.0))
+                if self._optimizer_state is not None:
+                    # Optimizer moments are a convenience; the weights are what matter.
+                    with contextlib.suppress(ValueError, KeyError, RuntimeError):
+                        opt.load_state_dict(self._optimizer_state)
+                    for group in opt.param_groups:  # current settings win over stored ones
+                        group["lr"] = self.config.lr
+                    self._optimizer_state = None
+                self._optimizer = opt
+            return self._optimizer
 
     # -------------------------------------------------------------- to override
     def predict(self, inputs: ModelInputs) -> Prediction:
@@ -280,7 +301,8 @@ class Agent:
                 config=asdict(self.config),
                 state_dict=self.learner.state_dict(),
                 extra={
-                    "optimizer": self.optimizer.state_dict(),
+                    "optimizer": self._optimizer.state_dict() if self._optimizer is not None
+                    else (self._optimizer_state or {}),
                     "rng": self._rng.state(),
                     "np_rng": self.np_rng.bit_generator.state,
                     **self._extra_state(),
@@ -334,12 +356,8 @@ class Agent:
                 )
         extra = data.get("extra") or {}
         self.learner.load_state_dict(state)
-        if "optimizer" in extra:
-            # Optimizer moments are a convenience; the weights are what matter.
-            with contextlib.suppress(ValueError, KeyError, RuntimeError):
-                self.optimizer.load_state_dict(extra["optimizer"])
-            for group in self.optimizer.param_groups:  # current settings win over stored ones
-                group["lr"] = self.config.lr
+        # The optimizer state is applied when the optimizer is made (see ``optimizer``).
+        self._optimizer, self._optimizer_state = None, (extra.get("optimizer") or None)
         # RNG streams too, so a resumed run draws what an uninterrupted one would have.
         self._rng.load_state(extra.get("rng") or {})
         with contextlib.suppress(TypeError, ValueError, KeyError):

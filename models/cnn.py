@@ -92,10 +92,10 @@ class MultiTimeframeCNN(nn.Module):
         self.config = config
         n_tf = len(config.timeframes)
         self.extractor = _make_extractor(config)
-        # Flatten size from a dummy forward of a meta-device twin: exact, allocates nothing.
-        with torch.device("meta"), torch.no_grad():
-            probe = _make_extractor(config)(torch.zeros(1, n_tf * config.n_features, config.window))
-        flat = int(probe.shape[1] * probe.shape[2]) // n_tf
+        # The extractor ends in a global average pool, so each timeframe flattens to its last
+        # layer's channels. (A dummy forward on the meta device would say the same, but its
+        # first use imports torch's meta kernels: seconds of start-up, BENCH B12.)
+        flat = config.channels[-1]
         # Per-timeframe heads as grouped 1x1 convolutions: again one kernel for all heads.
         self.head = nn.Sequential(
             nn.Conv1d(n_tf * flat, n_tf * config.head_hidden, 1, groups=n_tf),

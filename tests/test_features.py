@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import numpy as np
 
-from engine.bars import BarBuilder
+from engine.bars import BarBuilder, TickCache
 from engine.events import NS_PER_S, Trade
-from engine.features import BarFeatures, book_features
+from engine.features import BarFeatures, book_features, flow_stats
 from models.schema import COB_INPUT, N_BAR_FEATURES
 
 
@@ -79,7 +79,7 @@ def test_book_features_shape_and_imbalance():
     D = Decimal
     bids = [(D("100") - D(i) / 10, D(2)) for i in range(20)]
     asks = [(D("100.1") + D(i) / 10, D(1)) for i in range(20)]
-    v = book_features(bids, asks, [(0, 100.0, 1.0, True), (NS_PER_S, 100.0, 3.0, False)], NS_PER_S)
+    v = book_features(bids, asks, flow_stats([(0, 100.0, 1.0, True), (NS_PER_S, 100.0, 3.0, False)], NS_PER_S))
     assert v.shape == (COB_INPUT,) and np.isfinite(v).all()
     from models.schema import COB_EXTRA
 
@@ -87,3 +87,25 @@ def test_book_features_shape_and_imbalance():
     assert extra["imbalance_5"] == np.float32((10 - 5) / 15)
     assert extra["flow_5s"] == np.float32((1 - 3) / 4)
     assert extra["spread_bps"] > 0
+
+
+def test_incremental_trade_flow_equals_a_full_scan():
+    """The tick cache's running flow windows give what scanning every tick gives."""
+    rng = random.Random(7)
+    cache = TickCache(horizon_s=900)
+    t0 = 1_700_000_000 * NS_PER_S
+    ts = now = t0
+    checked = 0
+    for i in range(6000):
+        ts += int(rng.expovariate(1 / 0.05) * NS_PER_S)  # bursts and pauses, ~20 trades/s
+        if rng.random() < 0.002:
+            ts += 70 * NS_PER_S  # a quiet minute empties every window
+        qty = Decimal(rng.randint(1, 10**6)) / 10**5
+        cache.add(Trade("X", i, Decimal(100), qty, rng.random() < 0.5, ts, 0))
+        if rng.random() < 0.1:
+            now = max(now, ts + rng.randint(0, 2 * NS_PER_S))  # the query clock never goes back
+            got, want = cache.flow.stats(now), flow_stats(cache.ticks, now)
+            assert got == want, (i, got, want)
+            checked += 1
+    assert checked > 400
+    assert sum(want.trades) > 0 and want.trades[0] <= want.trades[1] <= want.trades[2] <= want.trades[3]
