@@ -123,7 +123,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
     if bad:
         raise NonFiniteWeightsError(path, f"refusing to save non-finite weights ({bad})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _clear_dead_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(dict(payload), f)
@@ -147,6 +148,20 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _clear_dead_temps(path: Path) -> None:
+    """Remove the temp files of saves whose process died mid-write (their name holds the pid)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # alive but not ours (EPERM): leave it
+            pass
 
 
 def _fsync_dir(directory: Path) -> None:

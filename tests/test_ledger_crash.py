@@ -6,8 +6,8 @@ restarted engine lost no trade it had published, applied no fill twice, and hold
 exactly the positions and balance the fill ledger implies; no order is left unresolved.
 (The checkpoint-write crash point belongs to the models' tests.)
 
-The default run is small (each point once, 8 random kills); the full campaign (500
-orders, 50 random kills) is ``@pytest.mark.slow`` - ``make test-slow``.
+The default run kills each named point once and a 500-order session at 50 random
+moments (about a minute); ``make test-slow`` runs 2,000 orders with 200 kills.
 """
 
 from __future__ import annotations
@@ -158,30 +158,31 @@ def test_sigkill_at_each_named_point(tmp_path):
     record("ledger crash (named points)", dict(totals))
 
 
-def test_sigkill_at_random_moments(tmp_path):
-    c = Campaign(tmp_path / "paper.db", orders=120, seed=11)
-    for _ in range(8):
-        c.run_until_killed(after_lines=c.rng.randint(1, 25))
+def random_campaign(tmp_path: Path, orders: int, kills: int, seed: int) -> dict:
+    """SIGKILL a paper session of ``orders`` orders at ``kills`` random moments, restarting
+    and verifying the ledger after each, then let it finish and verify once more."""
+    c = Campaign(tmp_path / "paper.db", orders=orders, seed=seed)
+    with_fills = max(2, 2 * orders // kills)  # ~1.7 fills per order: every kill lands before the end
+    while c.kills < kills:
+        c.run_until_killed(after_lines=c.rng.randint(1, with_fills))
         c.verify()
+        with sqlite3.connect(c.db) as db:
+            if db.execute("SELECT count(*) FROM orders").fetchone()[0] >= orders:
+                break
     c.run_until_killed()
     got = c.verify()
     c.assert_clean()
+    assert c.kills == kills, f"only {c.kills} of {kills} kills landed before the session ended"
     with sqlite3.connect(c.db) as db:
-        assert db.execute("SELECT count(*) FROM orders").fetchone()[0] >= 120
+        assert db.execute("SELECT count(*) FROM orders").fetchone()[0] >= orders
     assert got["fills"]
-    record("ledger crash (8 random kills, 120 orders)", c.figures())
+    return c.figures()
+
+
+def test_sigkill_campaign_500_orders_50_random_kills(tmp_path):
+    record("ledger crash (50 random kills, 500 orders)", random_campaign(tmp_path, 500, 50, seed=500))
 
 
 @pytest.mark.slow
-def test_sigkill_campaign_500_orders_50_random_kills(tmp_path):
-    c = Campaign(tmp_path / "paper.db", orders=500, seed=500)
-    while c.kills < 50:
-        c.run_until_killed(after_lines=c.rng.randint(1, 30))
-        c.verify()
-        with sqlite3.connect(c.db) as db:
-            if db.execute("SELECT count(*) FROM orders").fetchone()[0] >= 480:
-                break  # leave the last orders to a clean finish
-    c.run_until_killed()
-    c.verify()
-    c.assert_clean()
-    record("ledger crash (50 random kills, 500 orders)", c.figures())
+def test_sigkill_campaign_2000_orders_200_random_kills(tmp_path):
+    record("ledger crash (200 random kills, 2000 orders)", random_campaign(tmp_path, 2000, 200, seed=2000))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +20,8 @@ from models.agents import CNNAgent, COBAgent, DQNAgent
 from models.checkpoint import CheckpointError, NonFiniteWeightsError, list_checkpoints, previous_path
 from models.cnn import CNNConfig
 from models.schema import BUY, SELL
+from tests.conftest import ROOT
+from tests.scorecard import record
 from tests.test_models_nets import random_inputs
 
 
@@ -243,3 +251,51 @@ def test_list_checkpoints(tmp_path: Path) -> None:
     assert "error" in rows["broken.pt"]
     assert len(list_checkpoints(tmp_path, include_previous=True)) == 4
     assert list_checkpoints(tmp_path / "absent") == []
+
+
+def test_sigkill_during_save_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
+    """A real SIGKILL of a process while it saves: the file is always whole, old or new."""
+    path = tmp_path / "checkpoints" / "cnn-small.pt"
+    rng = random.Random(5)
+    kills = mid_write = partial = 0
+    last_saved = 0
+    for _ in range(8):
+        p = subprocess.Popen([sys.executable, "-m", "tests.checkpoint_worker", str(path)], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None
+        begun = 0
+        saves = rng.randint(1, 3)  # kill during the saves-th save of this run
+        for line in p.stdout:
+            word, _, n = line.strip().partition(" ")
+            if word == "SAVED":
+                last_saved = int(n)
+            elif word == "BEGIN":
+                begun = int(n)
+                saves -= 1
+                if saves == 0:
+                    time.sleep(rng.random() * 0.03)  # somewhere in torch.save, the fsync or the renames
+                    p.send_signal(signal.SIGKILL)
+                    break
+        rest = p.communicate(timeout=60)[0]
+        for line in rest.splitlines():  # a save that finished before the signal landed
+            word, _, n = line.partition(" ")
+            if word == "SAVED":
+                last_saved = int(n)
+        assert p.returncode == -signal.SIGKILL
+        kills += 1
+        mid_write += "SAVED" not in rest
+        try:
+            step = ckpt.read_checkpoint(path)["counters"]["training_steps"]
+        except CheckpointError:
+            partial += 1
+            continue
+        assert step in (last_saved, begun), (step, last_saved, begun)  # the old file or the new one
+        last_saved = step
+        if previous_path(path).exists():
+            ckpt.read_checkpoint(previous_path(path))  # the backup is whole too
+    figures = {"kills": kills, "kills before the save finished": mid_write, "partial checkpoints": partial}
+    record("models: SIGKILL during checkpoint save", figures)
+    assert partial == 0
+    assert mid_write >= kills // 2
+    leftovers = [q.name for q in path.parent.iterdir() if q.name.endswith(".tmp")]
+    assert len(leftovers) <= 1, leftovers  # a dead save's temp file is cleared by the next save
