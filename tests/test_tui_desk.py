@@ -18,7 +18,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from engine.events import PauseReplay
+from engine.events import DecisionMade, PauseReplay
 from tui import format as fmt
 from tui.app import DeskApp
 from tui.cli import build_replay_engine
@@ -377,6 +377,32 @@ async def test_models_pane_shows_each_model_and_its_toggle(btc_files, tmp_path):
         assert table.get_cell("on", dqn).plain == "ON"
         await press(pilot, "1")
         assert engine.brain.enabled["cnn"] is True
+
+
+async def test_model_keys_take_a_model_out_of_the_following_decisions(btc_files, tmp_path):
+    """Key 3 switches the COB model off: the decisions after it carry no COB contribution;
+    pressed again, the COB model is back in them."""
+    cfg = desk_settings(tmp_path, 'models.enabled=["cnn", "dqn", "cob"]', "models.load_checkpoints=false",
+                        'models.device="cpu"')
+    engine, replay = build_replay_engine(cfg, btc_files, 20.0)
+    decisions: list[DecisionMade] = []
+    engine.bus.on(DecisionMade, decisions.append)
+    app = DeskApp(cfg, engine, replay)
+
+    def models_after(i: int) -> list[set[str]]:
+        return [{c.model for c in d.contributions} for d in decisions[i:]]
+
+    async with app.run_test(size=WIDE) as pilot:
+        await wait_for(pilot, lambda: any("cob" in m for m in models_after(0)), "a decision with the COB model in it")
+        await press(pilot, "3")
+        await wait_for(pilot, lambda: engine.brain.enabled["cob"] is False, "the COB model off")
+        off_from = len(decisions)  # every decision from here on came after the toggle ran
+        await wait_for(pilot, lambda: len(decisions) >= off_from + 5, "five decisions with COB off")
+        assert all("cob" not in m and m for m in models_after(off_from))
+        await press(pilot, "3")
+        await wait_for(pilot, lambda: engine.brain.enabled["cob"] is True, "the COB model on again")
+        on_from = len(decisions)
+        await wait_for(pilot, lambda: any("cob" in m for m in models_after(on_from)), "COB back in a decision")
 
 
 async def test_order_in_flight_shows_as_working_until_it_fills(btc_files, tmp_path):
