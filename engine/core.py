@@ -35,6 +35,7 @@ from engine.events import (
     ClosePosition,
     Command,
     DecisionMade,
+    ManualOrder,
     MarketData,
     ModelTrained,
     Notice,
@@ -261,6 +262,8 @@ class Engine:
             self.orders.submit(cmd, now)
         elif isinstance(cmd, ClosePosition):
             self.orders.close_position(cmd, now)
+        elif isinstance(cmd, ManualOrder):
+            self._manual_order(cmd, now)
         elif isinstance(cmd, SetAutoTrading):
             self.auto_trade = (not self.auto_trade) if cmd.enabled is None else cmd.enabled
             self._log(now, "engine", f"automatic trading {'ON' if self.auto_trade else 'OFF'}")
@@ -287,6 +290,20 @@ class Engine:
                 self.on_pause(self.paused)
         elif isinstance(cmd, SetOrderSize):
             self._set_order_size(cmd.steps, now)
+
+    def _manual_order(self, cmd: ManualOrder, now: int) -> None:
+        """SELL when long (or BUY when short) closes the position: the whole of it, not the
+        order size at today's price, which would leave a sliver or flip it."""
+        position, pending = self.orders.exposure(cmd.symbol)
+        if (position + pending) * cmd.side.sign < 0:
+            self.orders.close_position(ClosePosition(cmd.symbol, "manual"), now)
+            return
+        qty = self.order_qty(cmd.symbol)
+        if qty is None or qty <= 0:
+            self._log(now, "manual", f"{cmd.side.value} not sent: no price to size the order by "
+                                     f"({self.order_notional} of {display_symbol(cmd.symbol)})", "warn")
+            return
+        self.orders.submit(SubmitOrder(cmd.symbol, cmd.side, qty, "manual"), now)
 
     def _set_order_size(self, steps: int, now: int) -> None:
         """Move the order notional by whole steps, within [one step, risk.max_order_notional]."""

@@ -133,6 +133,15 @@ class ClosePosition:
 
 
 @dataclass(frozen=True, slots=True)
+class ManualOrder:
+    """The desk's buy/sell keys, with SPEC §4's position rules: against an open position
+    (or one on its way) the key closes it; otherwise it trades the order size."""
+
+    symbol: str
+    side: Side
+
+
+@dataclass(frozen=True, slots=True)
 class ToggleModel:
     model: str
     enabled: bool | None = None  # None flips
@@ -179,7 +188,7 @@ class ResumeTrading:
 
 
 Command = (
-    SubmitOrder | ClosePosition | ToggleModel | SetAutoTrading | SetTraining | Panic | PauseReplay
+    SubmitOrder | ClosePosition | ManualOrder | ToggleModel | SetAutoTrading | SetTraining | Panic | PauseReplay
     | SetOrderSize | CancelOrders | ResumeTrading
 )
 

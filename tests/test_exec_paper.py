@@ -10,6 +10,7 @@ import pytest
 from engine.events import (
     CancelOrders,
     ClosePosition,
+    ManualOrder,
     OrderDenied,
     OrderFilled,
     Panic,
@@ -228,3 +229,28 @@ def test_panic_cancels_flattens_and_halts(cfg):
     assert engine.portfolio.positions["ETHUSDT"].qty == D("0.1")
     states = [r[0] for r in engine.ledger.query("SELECT state FROM trading_states ORDER BY seq")]
     assert states == ["HALTED", "ACTIVE"]
+
+
+def test_sell_key_when_long_closes_the_whole_position_after_the_price_moved(cfg):
+    """SPEC §4: SELL when long closes it. The order size at a lower price is a larger
+    quantity; the key must not flip the position into a sliver of a short."""
+    engine, mkt = make_engine(cfg, "paper.allow_short=true")
+    mkt.start(BIDS, ASKS)
+    engine.submit(ManualOrder("ETHUSDT", Side.BUY))
+    engine.run_commands()
+    long_qty = engine.portfolio.positions["ETHUSDT"].qty
+    assert long_qty > 0
+    mkt.set_book([("1899.50", "5")], [("1900.00", "5")])  # 5% lower: 100 USDT buys more ETH now
+    assert engine.order_qty("ETHUSDT") > long_qty
+    closed = collect(engine, PositionClosed)
+    engine.submit(ManualOrder("ETHUSDT", Side.SELL))
+    engine.run_commands()
+    assert not engine.portfolio.positions, engine.portfolio.positions
+    assert [c.qty for c in closed] == [long_qty]
+    engine.submit(ManualOrder("ETHUSDT", Side.SELL))  # flat now: the key opens a short of the order size
+    engine.run_commands()
+    pos = engine.portfolio.positions["ETHUSDT"]
+    assert (pos.side, pos.qty) == (Side.SELL, engine.order_qty("ETHUSDT"))
+    engine.submit(ManualOrder("ETHUSDT", Side.BUY))  # BUY when short closes it
+    engine.run_commands()
+    assert not engine.portfolio.positions

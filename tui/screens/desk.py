@@ -23,13 +23,13 @@ from textual.widgets import Footer
 from engine.events import (
     ClosePosition,
     Command,
+    ManualOrder,
     Panic,
     PauseReplay,
     SetAutoTrading,
     SetOrderSize,
     SetTraining,
     Side,
-    SubmitOrder,
     ToggleModel,
 )
 from engine.snapshot import DeskSnapshot
@@ -297,7 +297,7 @@ class DeskScreen(Screen[None]):
         if qty is None or qty <= 0:
             self.note(f"{side} not sent: {self._why_no_qty(symbol)}")
             return
-        self._send(SubmitOrder(symbol, Side(side), qty, "manual"))
+        self._send(ManualOrder(symbol, Side(side)))  # against an open position: closes it
 
     def _why_no_qty(self, symbol: str) -> str:
         snap = self.snap or self.engine.snapshot()
