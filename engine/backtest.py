@@ -68,13 +68,16 @@ def render(rep: dict[str, Any], span_s: float | None, width: int = 100, height: 
         t0 = rep["equity"][0][0]
         xs = [(t - t0) / NS_PER_S / 60 for t, _ in rep["equity"]]
         ys = [float(v) for _, v in rep["equity"]]
-        plt.clear_figure()
-        plt.plotsize(width, height)
-        plt.theme("clear")
-        plt.plot(xs, ys, marker="braille")
-        plt.title("realised equity")
-        plt.xlabel("minutes since the first close")
-        lines.append(plt.build())
+        fig = plt.figure  # plotext 6: one figure object, cleared and drawn on
+        fig.clear()
+        fig.plot_size(width, height)
+        fig.theme("colorless")  # plain text: the report also goes to files and pipes
+        curve = fig.signal(xs, ys, marker="braille")
+        curve.lines()
+        fig.draw(curve)
+        fig.title("realised equity")
+        fig.label("minutes since the first close", "x")
+        lines.append(plt.uncolorize(fig.build().string()))
     else:
         lines.append("(fewer than two closed positions: no equity curve)")
     _ = span_s
