@@ -44,6 +44,7 @@ from models.inputs import (
     TimeframePrediction,
 )
 from models.labels import CNNSamples, trade_outcome_target
+from models.optim import AdamW
 from models.replay import PrioritizedReplay
 
 
@@ -118,7 +119,7 @@ class Agent:
         with self._rng.active(), self.device:
             self.learner = self._build().train()
         self.actor = copy.deepcopy(self.learner).eval().requires_grad_(False)
-        self._optimizer: torch.optim.Optimizer | None = None
+        self._optimizer: AdamW | None = None
         self._optimizer_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizer exists
         self.parameters = count_parameters(self.learner)
         self._publish_lock = threading.Lock()
@@ -134,23 +135,18 @@ class Agent:
         self.last_reward: float | None = None
 
     @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        """The learner's optimizer, made at the first update or save.
-
-        Making a torch optimizer imports ``torch._dynamo`` (about 3 s here), which the
-        desk's start-up should not pay for models that may not train for a while; a
-        checkpoint's optimizer state waits in ``_optimizer_state`` until then.
-        """
+    def optimizer(self) -> AdamW:
+        """The learner's optimizer (:mod:`models.optim`), made at the first update or save;
+        a checkpoint's optimizer state waits in ``_optimizer_state`` until then."""
         with self._train_lock:
             if self._optimizer is None:
-                opt = torch.optim.AdamW(self.learner.parameters(), lr=self.config.lr,
-                                        weight_decay=getattr(self.config, "weight_decay", 0.0))
+                opt = AdamW(self.learner.parameters(), lr=self.config.lr,
+                            weight_decay=getattr(self.config, "weight_decay", 0.0))
                 if self._optimizer_state is not None:
                     # Optimizer moments are a convenience; the weights are what matter.
-                    with contextlib.suppress(ValueError, KeyError, RuntimeError):
+                    with contextlib.suppress(ValueError, KeyError, TypeError, RuntimeError):
                         opt.load_state_dict(self._optimizer_state)
-                    for group in opt.param_groups:  # current settings win over stored ones
-                        group["lr"] = self.config.lr
+                    opt.param_groups[0]["lr"] = self.config.lr  # current settings win over stored ones
                     self._optimizer_state = None
                 self._optimizer = opt
             return self._optimizer

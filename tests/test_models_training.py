@@ -255,3 +255,37 @@ def test_status_epsilon_and_inputs_example() -> None:
     handle = dqn.begin_experience(inputs.dqn_state, pred.action)
     dqn.train_on_reward(inputs, pred.action, 0.01, handle=handle, next_inputs=inputs)
     assert 0.0 < dqn.status()["epsilon"] <= 1.0
+
+
+def test_own_adamw_makes_torch_adamw_updates_and_round_trips() -> None:
+    """models.optim.AdamW against torch.optim.AdamW: same weights after every step, a
+    parameter without a gradient left alone (and its step count with it)."""
+    from models.optim import AdamW
+
+    def net() -> torch.nn.Module:
+        torch.manual_seed(3)
+        return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+    ours_net, ref_net = net(), net()
+    ours = AdamW(ours_net.parameters(), lr=1e-2, weight_decay=0.05)
+    ref = torch.optim.AdamW(ref_net.parameters(), lr=1e-2, weight_decay=0.05, foreach=False)
+    g = torch.Generator().manual_seed(4)
+    for i in range(12):
+        x = torch.randn(5, 6, generator=g)
+        for model, opt in ((ours_net, ours), (ref_net, ref)):
+            opt.zero_grad(set_to_none=True)
+            model(x).pow(2).mean().backward()
+            if i % 3 == 0:
+                model[2].bias.grad = None  # no gradient this step: untouched, no step counted
+            opt.step()
+        for a, b in zip(ours_net.parameters(), ref_net.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert ours.state[3]["step"] == 8 and ours.state[0]["step"] == 12
+
+    again = AdamW(ours_net.parameters(), lr=1e-2, weight_decay=0.05)
+    again.load_state_dict(ours.state_dict())
+    assert again.state[3]["step"] == 8
+    with pytest.raises(ValueError):
+        again.load_state_dict(ref.state_dict())  # torch's layout is not ours: refused, not misread
+    with pytest.raises(ValueError):
+        AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3).load_state_dict(ours.state_dict())
