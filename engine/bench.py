@@ -252,7 +252,9 @@ async def _paced(cfg: Settings, paths: list[Path], speed: float, tmp: Path) -> d
     return {"decision_ms": _pcts(idle), "decision_ms_while_training": _pcts(during), "loop_lag_ms": _pcts(lags)}
 
 
-def run(cfg: Settings, data_dir: Path, quick: bool = False, out: Any = sys.stderr) -> dict[str, Any]:
+def run(cfg: Settings, data_dir: Path, quick: bool = False, out: Any = sys.stderr,
+        extra_steps: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = ()) -> dict[str, Any]:
+    """Every figure, one step after another; ``extra_steps`` come from the desk's side (B10, B12)."""
     paths = [data_dir / name for name in R1]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -283,6 +285,7 @@ def run(cfg: Settings, data_dir: Path, quick: bool = False, out: Any = sys.stder
         ("paced replay (B5, B6, B9)", paced),
         ("model inference (B7)", lambda: {"B7": model_bench.run_b7(iters=100 if quick else 300)}),
         ("GPU (B13)", lambda: {"B13": model_bench.run_b13()}),
+        *extra_steps,
     ]
     for name, step in steps:
         print(f"bench: {name} ...", file=out, flush=True)

@@ -318,8 +318,11 @@ def cmd_bench(args: argparse.Namespace, cfg: Settings) -> int:
     import json
 
     from engine import bench
+    from tui.bench_ui import bench_desk
 
-    report = bench.run(cfg, Path(args.data), quick=args.quick)
+    data = Path(args.data)
+    report = bench.run(cfg, data, quick=args.quick,
+                       extra_steps=(("desk (B10, B12)", lambda: bench_desk(data, args.quick)),))
     text = json.dumps(report, indent=2, default=str)
     print(text)
     if args.json:
