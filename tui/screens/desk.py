@@ -53,8 +53,8 @@ KEY_PREFIX = "desk."
 
 #: What each key does, for the help screen (the footer uses the short descriptions).
 HELP = {
-    "buy": "buy the order size at market (manual)",
-    "sell": "sell the order size at market; opens a short when flat (paper)",
+    "buy": "buy the order size at market; closes the short when short",
+    "sell": "sell the order size at market; closes the long when long, opens a short when flat (paper)",
     "close": "close the open position at market",
     "panic": "flatten every position and HALT trading",
     "auto": "automatic trading from fused model decisions on/off",
