@@ -197,7 +197,10 @@ class Agent:
         return exc
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not a.flags.writeable:  # the engine shares read-only bar windows; torch wants its own memory
+            a = a.copy()
+        t = torch.from_numpy(a)
         return t.to(self.device, non_blocking=True) if self.device.type != "cpu" else t
 
     # -------------------------------------------------------------- training

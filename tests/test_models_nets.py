@@ -203,3 +203,23 @@ def test_agents_on_cuda(kind: str) -> None:
         agent.train_on_reward(inputs, 0, 0.5)
     assert agent.status()["device"].startswith("GPU")
     assert agent.training_steps > 0
+
+
+def test_read_only_inputs_are_copied_not_shared_with_torch() -> None:
+    """The engine reuses read-only bar windows across decisions; torch must get its own
+    memory for them (from_numpy of a read-only array is undefined behaviour and warns)."""
+    import warnings
+
+    inputs = random_inputs(5)
+    arrays = {k: getattr(inputs, k).copy() for k in ("bars", "bars_valid", "cob", "dqn_state")}
+    for a in arrays.values():
+        a.flags.writeable = False
+    ro = ModelInputs(**arrays)
+    for agent in (CNNAgent(seed=0), DQNAgent(seed=0), COBAgent(seed=0)):
+        t = agent._tensor(ro.cob)
+        assert t.data_ptr() != ro.cob.ctypes.data
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            agent.predict(ro)
+    writable = np.zeros(4, np.float32)
+    assert CNNAgent(seed=0)._tensor(writable).data_ptr() == writable.ctypes.data  # no copy when not needed
