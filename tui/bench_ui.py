@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-R1 = ("btcusdt_20240808.gz", "btcusdt_20240809.gz")
+from engine.bench import R1  # the recordings every bench figure uses
 
 
 def _settings(tmp: Path, *extra: str) -> Any:
