@@ -119,8 +119,9 @@ class Agent:
         with self._rng.active(), self.device:
             self.learner = self._build().train()
         self.actor = copy.deepcopy(self.learner).eval().requires_grad_(False)
-        self._optimizer: AdamW | None = None
-        self._optimizer_state: dict[str, Any] | None = None  # from a checkpoint, until the optimizer exists
+        # Our own AdamW: any torch.optim optimizer imports torch._dynamo (~3 s), see models.optim.
+        self.optimizer = AdamW(self.learner.parameters(), lr=config.lr,
+                               weight_decay=getattr(config, "weight_decay", 0.0))
         self.parameters = count_parameters(self.learner)
         self._publish_lock = threading.Lock()
         self._train_lock = threading.RLock()
@@ -133,23 +134,6 @@ class Agent:
         self._losses: deque[float] = deque(maxlen=5)
         self.last_loss: float | None = None
         self.last_reward: float | None = None
-
-    @property
-    def optimizer(self) -> AdamW:
-        """The learner's optimizer (:mod:`models.optim`), made at the first update or save;
-        a checkpoint's optimizer state waits in ``_optimizer_state`` until then."""
-        with self._train_lock:
-            if self._optimizer is None:
-                opt = AdamW(self.learner.parameters(), lr=self.config.lr,
-                            weight_decay=getattr(self.config, "weight_decay", 0.0))
-                if self._optimizer_state is not None:
-                    # Optimizer moments are a convenience; the weights are what matter.
-                    with contextlib.suppress(ValueError, KeyError, TypeError, RuntimeError):
-                        opt.load_state_dict(self._optimizer_state)
-                    opt.param_groups[0]["lr"] = self.config.lr  # current settings win over stored ones
-                    self._optimizer_state = None
-                self._optimizer = opt
-            return self._optimizer
 
     # -------------------------------------------------------------- to override
     def predict(self, inputs: ModelInputs) -> Prediction:
@@ -300,8 +284,7 @@ class Agent:
                 config=asdict(self.config),
                 state_dict=self.learner.state_dict(),
                 extra={
-                    "optimizer": self._optimizer.state_dict() if self._optimizer is not None
-                    else (self._optimizer_state or {}),
+                    "optimizer": self.optimizer.state_dict(),
                     "rng": self._rng.state(),
                     "np_rng": self.np_rng.bit_generator.state,
                     **self._extra_state(),
@@ -355,8 +338,11 @@ class Agent:
                 )
         extra = data.get("extra") or {}
         self.learner.load_state_dict(state)
-        # The optimizer state is applied when the optimizer is made (see ``optimizer``).
-        self._optimizer, self._optimizer_state = None, (extra.get("optimizer") or None)
+        if "optimizer" in extra:
+            # Optimizer moments are a convenience; the weights are what matter.
+            with contextlib.suppress(ValueError, KeyError, TypeError, RuntimeError):
+                self.optimizer.load_state_dict(extra["optimizer"])
+            self.optimizer.param_groups[0]["lr"] = self.config.lr  # current settings win over stored ones
         # RNG streams too, so a resumed run draws what an uninterrupted one would have.
         self._rng.load_state(extra.get("rng") or {})
         with contextlib.suppress(TypeError, ValueError, KeyError):
