@@ -7,7 +7,7 @@ the actor under a short lock, so a prediction never waits for a training step an
 sees a half-updated or train-mode network (BENCH B6).
 
 Bad numbers never get in: non-finite inputs refuse the prediction
-(:class:`~models.inputs.NonFiniteInputError`); non-finite inputs, losses or gradients,
+(:class:`~models.common.inputs.NonFiniteInputError`); non-finite inputs, losses or gradients,
 and exploding gradients, skip the update with weights, BatchNorm statistics and optimizer
 state untouched, and are counted in ``status()["skipped_updates"]``.
 """
@@ -30,12 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import checkpoint as ckpt
-from models.cnn import CNNConfig, MultiTimeframeCNN, cnn_loss
-from models.cob import COBConfig, COBNet, a2c_loss
-from models.device import device_description
-from models.dqn import DQNConfig, DuelingQNet, dqn_td_loss, epsilon_at
-from models.inputs import (
+from models.cnn.multitimeframe_cnn import CNNConfig, MultiTimeframeCNN, cnn_loss
+from models.cnn.perfect_moves import CNNSamples, trade_outcome_target
+from models.cob.cob_net import COBConfig, COBNet, a2c_loss
+from models.common import checkpoint as ckpt
+from models.common.adamw import AdamW
+from models.common.device import device_description
+from models.common.inputs import (
     InputNotReadyError,
     ModelInputs,
     NonFiniteInputError,
@@ -43,9 +44,8 @@ from models.inputs import (
     PredictionRefused,
     TimeframePrediction,
 )
-from models.labels import CNNSamples, trade_outcome_target
-from models.optim import AdamW
-from models.replay import PrioritizedReplay
+from models.dqn.dueling_dqn import DQNConfig, DuelingQNet, dqn_td_loss, epsilon_at
+from models.dqn.prioritized_replay import PrioritizedReplay
 
 
 def seed_everything(seed: int) -> None:
@@ -119,7 +119,7 @@ class Agent:
         with self._rng.active(), self.device:
             self.learner = self._build().train()
         self.actor = copy.deepcopy(self.learner).eval().requires_grad_(False)
-        # Our own AdamW: any torch.optim optimizer imports torch._dynamo (~3 s), see models.optim.
+        # Our own AdamW: any torch.optim optimizer imports torch._dynamo (~3 s), see models.common.adamw.
         self.optimizer = AdamW(self.learner.parameters(), lr=config.lr,
                                weight_decay=getattr(config, "weight_decay", 0.0))
         self.parameters = count_parameters(self.learner)
@@ -300,7 +300,7 @@ class Agent:
         """Load ``path``; if it is refused and ``fallback``, try ``<name>.prev.pt``.
 
         Returns ``{"path", "fallback", "refused": [reasons]}``; raises
-        :class:`~models.checkpoint.CheckpointError` when nothing could be loaded, in which
+        :class:`~models.common.checkpoint.CheckpointError` when nothing could be loaded, in which
         case the model is unchanged.
         """
         refused: list[str] = []

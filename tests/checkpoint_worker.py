@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from models import checkpoint as ckpt
 from models.agents import CNNAgent
+from models.common import checkpoint as ckpt
 
 POINTS = ("mid_write", "after_fsync", "after_prev", "after_replace")
 

@@ -43,7 +43,7 @@ def cfg(tmp_path: Path):
     Tests of the order path check fills right after the command; the ones that exercise
     the latency model (and the brain tests, on the real default) set it themselves.
     """
-    from engine import settings
+    from engine.core import settings
 
     return settings.load(search=False, overrides=[f'general.data_dir="{tmp_path / "data"}"', "paper.latency_ms=0"])
 

@@ -5,7 +5,7 @@ DB (restoring whatever a previous, killed run left), then trades on a constructe
 moving market until the ledger holds N orders: market buys and sells, closes, and limit
 orders that rest and fill when trades go through them. Every fill the engine publishes
 is printed as ``FILL <fill_id>`` (flushed) - that is what a user would have seen, so it
-must survive any crash. ``TRADEDESK_CRASH_AT=<point>:<n>`` (engine.failpoints) makes the
+must survive any crash. ``TRADEDESK_CRASH_AT=<point>:<n>`` (engine.core.failpoints) makes the
 process SIGKILL itself at a named point; the harness also kills it at random moments.
 
 ``python -m tests.crash_worker verify DB`` restores an engine from DB and prints what it
@@ -21,11 +21,11 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from engine import settings
-from engine.clock import ReplayClock
-from engine.core import Engine
-from engine.events import NS_PER_S, ClosePosition, OrderFilled, Side, SubmitOrder
-from engine.ledger import Ledger
+from engine.core import settings
+from engine.core.clock import ReplayClock
+from engine.core.engine import Engine
+from engine.core.events import NS_PER_S, ClosePosition, OrderFilled, Side, SubmitOrder
+from engine.execution.ledger import Ledger
 from tests.synthetic import T0, Market
 
 OVERRIDES = [

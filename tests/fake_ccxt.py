@@ -1,6 +1,6 @@
 """A fake ccxt exchange for the live-execution tests.
 
-It implements the async unified methods :class:`engine.live_exec.LiveExecutor` calls
+It implements the async unified methods :class:`engine.execution.live_executor.LiveExecutor` calls
 (``load_markets``, ``create_order``, ``fetch_order``, ``fetch_order_trades``,
 ``cancel_order``, ``fetch_balance``, ``set_sandbox_mode``, ``close``) with Binance-like
 behaviour (orders keyed by exchange id and by client order id; market orders fill at

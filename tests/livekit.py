@@ -11,13 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from engine import settings
-from engine.clock import WallClock
-from engine.core import Engine
-from engine.events import BookState, BookStateChanged, OrderDenied, OrderFilled, Side, SubmitOrder
-from engine.fake_exchange import FakeExchange, Scenario
-from engine.live import LiveFeedDriver
-from engine.record import Recorder
+from engine.core import settings
+from engine.core.clock import WallClock
+from engine.core.engine import Engine
+from engine.core.events import BookState, BookStateChanged, OrderDenied, OrderFilled, Side, SubmitOrder
+from engine.market.recorder import Recorder
+from engine.runs.live_driver import LiveFeedDriver
+from engine.testing.fake_exchange import FakeExchange, Scenario
 
 from .scorecard import record
 

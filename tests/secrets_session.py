@@ -17,12 +17,12 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from engine import settings
-from engine.clock import ReplayClock
-from engine.core import Engine
-from engine.events import Side, SubmitOrder
-from engine.ledger import Ledger, ledger_path
-from engine.live_exec import build_live_executor
+from engine.core import settings
+from engine.core.clock import ReplayClock
+from engine.core.engine import Engine
+from engine.core.events import Side, SubmitOrder
+from engine.execution.ledger import Ledger, ledger_path
+from engine.execution.live_executor import build_live_executor
 from tests.fake_ccxt import FakeFactory
 from tests.synthetic import T0, Market
 from tui.cli import attach_models, setup_logging
@@ -77,7 +77,7 @@ async def session(data_dir: Path) -> None:
     (data_dir / "snapshot.txt").write_text(repr(engine.snapshot()) + "\n" + repr(engine.summary()) + "\n"
                                            + repr(executor) + repr(executor._credentials) + repr(vars(engine)))
     for key_name, agent in engine.brain.agents.items():
-        from engine.brain import checkpoint_path
+        from engine.learning.brain import checkpoint_path
 
         agent.save(checkpoint_path(cfg, key_name))
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.clock import ReplayClock
-from engine.core import Engine
-from engine.events import NS_PER_MS, NS_PER_S, BookDelta, BookSnapshot, Trade
+from engine.core.clock import ReplayClock
+from engine.core.engine import Engine
+from engine.core.events import NS_PER_MS, NS_PER_S, BookDelta, BookSnapshot, Trade
 
 T0 = 1_723_161_600 * NS_PER_S  # 2024-08-09 00:00 UTC
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from engine.book import SyncedBook
-from engine.events import BookDelta, BookSnapshot, BookState
+from engine.core.events import BookDelta, BookSnapshot, BookState
+from engine.market.book import SyncedBook
 
 
 def delta(first, final, bids=(), asks=()):

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from engine import settings
-from engine.events import DecisionMade, ModelTrained, Side, SignalEmitted, SubmitOrder, ToggleModel
+from engine.core import settings
+from engine.core.events import DecisionMade, ModelTrained, Side, SignalEmitted, SubmitOrder, ToggleModel
 from tui.cli import build_replay_engine
 
 from .conftest import ETH, need_data

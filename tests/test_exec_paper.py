@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import (
+from engine.core.events import (
     CancelOrders,
     ClosePosition,
     ManualOrder,

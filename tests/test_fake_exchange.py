@@ -14,12 +14,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
 
-from engine.book import SyncedBook
-from engine.capture import merged_lines
-from engine.events import BookDelta, BookSnapshot, BookState
-from engine.fake_exchange import FakeExchange, Scenario
-from engine.feeds.rest import parse_exchange_info
-from engine.parse import Parser
+from engine.core.events import BookDelta, BookSnapshot, BookState
+from engine.market.book import SyncedBook
+from engine.market.capture import merged_lines
+from engine.market.feeds.rest import parse_exchange_info
+from engine.market.parse import Parser
+from engine.testing.fake_exchange import FakeExchange, Scenario
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import numpy as np
 
-from engine.bars import BarBuilder, TickCache
-from engine.events import NS_PER_S, Trade
-from engine.features import BarFeatures, book_features, flow_stats
-from models.schema import COB_INPUT, N_BAR_FEATURES
+from engine.core.events import NS_PER_S, Trade
+from engine.market.bars import BarBuilder, TickCache
+from engine.market.features import BarFeatures, book_features, flow_stats
+from models.common.schema import COB_INPUT, N_BAR_FEATURES
 
 
 def trades(seed, n, t0=1_700_000_000 * NS_PER_S):
@@ -64,7 +64,7 @@ def test_feature_rows_are_finite_and_bounded():
 
 def test_window_is_zero_padded_oldest_first():
     f = BarFeatures(capacity=8)
-    from engine.events import Bar
+    from engine.core.events import Bar
 
     for i in range(12):
         p = Decimal(100 + i)
@@ -81,7 +81,7 @@ def test_book_features_shape_and_imbalance():
     asks = [(D("100.1") + D(i) / 10, D(1)) for i in range(20)]
     v = book_features(bids, asks, flow_stats([(0, 100.0, 1.0, True), (NS_PER_S, 100.0, 3.0, False)], NS_PER_S))
     assert v.shape == (COB_INPUT,) and np.isfinite(v).all()
-    from models.schema import COB_EXTRA
+    from models.common.schema import COB_EXTRA
 
     extra = dict(zip(COB_EXTRA, v[-len(COB_EXTRA):], strict=True))
     assert extra["imbalance_5"] == np.float32((10 - 5) / 15)

@@ -10,15 +10,15 @@ import ccxt
 import ccxt.pro
 import pytest
 
-from engine.book import SyncedBook
-from engine.clock import WallClock
-from engine.cob import ConsolidatedBook
-from engine.core import Engine
-from engine.events import BookDelta, BookSnapshot, BookState
-from engine.fake_exchange import Scenario
-from engine.feeds.base import FeedConfig, Kind
-from engine.feeds.ccxtpro import CcxtProFeed
-from engine.live import LiveFeedDriver
+from engine.core.clock import WallClock
+from engine.core.engine import Engine
+from engine.core.events import BookDelta, BookSnapshot, BookState
+from engine.market.book import SyncedBook
+from engine.market.consolidated import ConsolidatedBook
+from engine.market.feeds.base import FeedConfig, Kind
+from engine.market.feeds.ccxtpro import CcxtProFeed
+from engine.runs.live_driver import LiveFeedDriver
+from engine.testing.fake_exchange import Scenario
 
 from .livekit import live_settings, report, run_live
 

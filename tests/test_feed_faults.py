@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.fake_exchange import Scenario
+from engine.testing.fake_exchange import Scenario
 
 from .livekit import report, run_live
 

@@ -14,14 +14,14 @@ from decimal import Decimal
 
 import pytest
 
-from engine import settings
-from engine.clock import WallClock
-from engine.core import Engine
-from engine.fake_exchange import FakeExchange, Scenario
-from engine.feeds.base import Backoff
-from engine.feeds.rest import RestClient, RestError, parse_klines
-from engine.live import LiveFeedDriver
-from models.schema import WINDOW
+from engine.core import settings
+from engine.core.clock import WallClock
+from engine.core.engine import Engine
+from engine.market.feeds.base import Backoff
+from engine.market.feeds.rest import RestClient, RestError, parse_klines
+from engine.runs.live_driver import LiveFeedDriver
+from engine.testing.fake_exchange import FakeExchange, Scenario
+from models.common.schema import WINDOW
 
 from .conftest import ROOT
 from .livekit import live_settings, run_live

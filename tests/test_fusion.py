@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.fusion import ModelSignal, cnn_score, decide, fuse, signed_score
+from engine.learning.fusion import ModelSignal, cnn_score, decide, fuse, signed_score
 
 W = {"cnn": 0.7, "dqn": 0.15, "cob": 0.15}
 

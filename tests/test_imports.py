@@ -14,8 +14,8 @@ import models
 from .conftest import ROOT
 
 HEADLESS = sorted(
-    [f"engine.{m.name}" for m in pkgutil.walk_packages(engine.__path__) if not m.name.startswith("_")]
-    + [f"models.{m.name}" for m in pkgutil.walk_packages(models.__path__) if not m.name.startswith("_")]
+    [m.name for m in pkgutil.walk_packages(engine.__path__, "engine.") if not m.name.rpartition(".")[2].startswith("_")]
+    + [m.name for m in pkgutil.walk_packages(models.__path__, "models.") if not m.name.rpartition(".")[2].startswith("_")]
 )
 
 

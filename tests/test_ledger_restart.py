@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import Contribution as C
-from engine.events import (
+from engine.core.events import Contribution as C
+from engine.core.events import (
     DecisionMade,
     ModelTrained,
     OrderDenied,
@@ -20,9 +20,9 @@ from engine.events import (
     SignalEmitted,
     SubmitOrder,
 )
-from engine.executor import ExecReport, OrderState
-from engine.ledger import Ledger, LedgerError, LedgerLocked, ledger_path
-from engine.paper import PaperExecutor
+from engine.execution.executor import ExecReport, OrderState
+from engine.execution.ledger import Ledger, LedgerError, LedgerLocked, ledger_path
+from engine.execution.paper_executor import PaperExecutor
 
 from .conftest import ROOT
 from .scorecard import record
@@ -121,7 +121,7 @@ def test_second_instance_on_the_same_ledger_is_refused(cfg):
     first = Ledger(path, "paper")
     with pytest.raises(LedgerLocked, match="in use by another tradedesk process"):
         Ledger(path, "paper")
-    code = ("import sys; from engine.ledger import Ledger, LedgerLocked\n"
+    code = ("import sys; from engine.execution.ledger import Ledger, LedgerLocked\n"
             f"try:\n    Ledger({str(path)!r}, 'paper')\nexcept LedgerLocked as e:\n    print(e); sys.exit(3)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 3

@@ -12,11 +12,11 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import OrderDenied, ResumeTrading, Side, SubmitOrder
-from engine.executor import OrderRequest, OrderType
-from engine.ledger import Ledger
-from engine.live_exec import LiveExecutor
-from engine.secrets import Credentials, Secret
+from engine.core.events import OrderDenied, ResumeTrading, Side, SubmitOrder
+from engine.core.secrets import Credentials, Secret
+from engine.execution.executor import OrderRequest, OrderType
+from engine.execution.ledger import Ledger
+from engine.execution.live_executor import LiveExecutor
 
 from .conftest import ROOT
 from .fake_ccxt import FakeFactory
@@ -275,8 +275,8 @@ async def test_other_exchange_errors_are_classified(cfg, tmp_path, fault):
 
 async def test_automatic_trading_is_on_for_paper_and_off_for_live_orders(cfg, tmp_path):
     """SPEC §4: auto on by default for paper (live data too), off for real orders until switched on."""
-    from engine.clock import WallClock
-    from engine.core import Engine
+    from engine.core.clock import WallClock
+    from engine.core.engine import Engine
 
     paper = Engine(cfg, WallClock(), mode="live")
     assert paper.auto_trade is True and paper.mode_label() == "PAPER"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.agents import build_network
-from models.bench import bench_model, count_ops, format_report, run_b7, run_b13
+from models.inference_bench import bench_model, count_ops, format_report, run_b7, run_b13
 
 
 def test_b7_quick_returns_plain_dicts() -> None:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import checkpoint as ckpt
 from models.agents import CNNAgent, COBAgent, DQNAgent
-from models.checkpoint import CheckpointError, NonFiniteWeightsError, list_checkpoints, previous_path
-from models.cnn import CNNConfig
-from models.schema import BUY, SELL
+from models.cnn.multitimeframe_cnn import CNNConfig
+from models.common import checkpoint as ckpt
+from models.common.checkpoint import CheckpointError, NonFiniteWeightsError, list_checkpoints, previous_path
+from models.common.schema import BUY, SELL
 from tests.conftest import ROOT
 from tests.scorecard import record
 from tests.test_models_nets import random_inputs

@@ -7,13 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from models.labels import (
+from models.cnn.perfect_moves import (
     PerfectMoveLabeller,
     build_cnn_samples,
     label_series,
     trade_outcome_target,
 )
-from models.schema import BUY, CNN_TIMEFRAMES, HOLD, N_BAR_FEATURES, SELL, WINDOW
+from models.common.schema import BUY, CNN_TIMEFRAMES, HOLD, N_BAR_FEATURES, SELL, WINDOW
 
 
 def walk(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,10 @@ from torch import nn
 
 from models import agents
 from models.agents import CNNAgent, COBAgent, DQNAgent
-from models.dqn import DQNConfig, double_dqn_targets, epsilon_at
-from models.inputs import ModelInputs
-from models.replay import PrioritizedReplay, SumTree
-from models.schema import BUY, CNN_TIMEFRAMES, DQN_INPUT, SELL
+from models.common.inputs import ModelInputs
+from models.common.schema import BUY, CNN_TIMEFRAMES, DQN_INPUT, SELL
+from models.dqn.dueling_dqn import DQNConfig, double_dqn_targets, epsilon_at
+from models.dqn.prioritized_replay import PrioritizedReplay, SumTree
 from tests.test_models_nets import random_inputs
 
 
@@ -258,9 +258,9 @@ def test_status_epsilon_and_inputs_example() -> None:
 
 
 def test_own_adamw_makes_torch_adamw_updates_and_round_trips() -> None:
-    """models.optim.AdamW against torch.optim.AdamW: same weights after every step, a
+    """models.common.adamw.AdamW against torch.optim.AdamW: same weights after every step, a
     parameter without a gradient left alone (and its step count with it)."""
-    from models.optim import AdamW
+    from models.common.adamw import AdamW
 
     def net() -> torch.nn.Module:
         torch.manual_seed(3)

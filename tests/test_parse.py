@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import BestBidAsk, BookDelta, BookSnapshot, Trade
-from engine.parse import Parser
+from engine.core.events import BestBidAsk, BookDelta, BookSnapshot, Trade
+from engine.market.parse import Parser
 
 
 def _first_lines(path, n):

@@ -6,8 +6,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.events import OrderFilled, PositionClosed, PositionOpened, Side
-from engine.positions import Portfolio
+from engine.core.events import OrderFilled, PositionClosed, PositionOpened, Side
+from engine.execution.positions import Portfolio
 
 FEE = D("0.001")
 
@@ -79,7 +79,7 @@ def test_short_refused_when_disabled():
 
 def test_paper_engine_buy_then_sell_on_real_book(btc_files, cfg):
     """A manual round trip through the engine on the real recorded book."""
-    from engine.events import SubmitOrder
+    from engine.core.events import SubmitOrder
     from tui.cli import build_replay_engine
 
     cfg = cfg.with_overrides(["trading.auto_trade=false"])  # only the manual orders of this test

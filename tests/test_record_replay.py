@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from engine.clock import ReplayClock
-from engine.core import Engine
-from engine.fake_exchange import FakeExchange, Scenario
-from engine.record import Recorder
-from engine.replay import Replay
-from models.schema import TIMEFRAMES
+from engine.core.clock import ReplayClock
+from engine.core.engine import Engine
+from engine.market.recorder import Recorder
+from engine.runs.replay import Replay
+from engine.testing.fake_exchange import FakeExchange, Scenario
+from models.common.schema import TIMEFRAMES
 
 from .conftest import ROOT
 from .livekit import live_settings, run_live

@@ -10,7 +10,7 @@ import sys
 from collections import defaultdict
 from decimal import Decimal
 
-from models.schema import TIMEFRAMES
+from models.common.schema import TIMEFRAMES
 
 from .conftest import ROOT
 

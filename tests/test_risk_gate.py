@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.events import (
+from engine.core.events import (
     NS_PER_S,
     OrderDenied,
     ResumeTrading,

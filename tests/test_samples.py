@@ -9,8 +9,8 @@ from functools import partial
 
 import pytest
 
-from engine import samples
-from engine.samples import SampleError, find_or_download_samples
+from engine.runs import samples
+from engine.runs.samples import SampleError, find_or_download_samples
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from engine.secrets import MissingCredentials, Secret, load_credentials, redact, register
+from engine.core.secrets import MissingCredentials, Secret, load_credentials, redact, register
 
 from .conftest import ROOT
 from .scorecard import record
@@ -78,7 +78,7 @@ def test_canary_appears_nowhere_after_a_full_session(tmp_path):
 
 
 def test_redacting_filter_scrubs_records_from_any_logger(tmp_path):
-    from engine import secrets
+    from engine.core import secrets
 
     register(CANARY_SECRET)
     handler = logging.FileHandler(tmp_path / "x.log")

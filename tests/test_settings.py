@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from engine import settings
-from engine.settings import SettingsError
+from engine.core import settings
+from engine.core.settings import SettingsError
 
 from .conftest import ROOT
 
@@ -35,7 +35,7 @@ def full_file(**changes: str) -> str:
 
 def test_repository_settings_file_matches_schema():
     assert (ROOT / "settings.toml").read_text() == settings.render_toml(), (
-        "settings.toml is out of step with engine/settings.py: run `python -m engine.settings > settings.toml`"
+        "settings.toml is out of step with engine/core/settings.py: run `python -m engine.core.settings > settings.toml`"
     )
     cfg = settings.load(ROOT / "settings.toml")
     assert cfg.as_dict() == settings.load(search=False).as_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.snapshot import Marker
+from engine.core.snapshot import Marker
 from tui.cli import build_replay_engine
 from tui.widgets.charts import PriceChart, SecondsChart
 
@@ -14,7 +14,7 @@ from .conftest import BTC, need_data
 
 @pytest.fixture(scope="module")
 def snap(tmp_path_factory):
-    from engine import settings
+    from engine.core import settings
 
     need_data(*BTC)
     btc_files = BTC

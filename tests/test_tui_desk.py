@@ -18,7 +18,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from engine.events import DecisionMade, PauseReplay
+from engine.core.events import DecisionMade, PauseReplay
 from tui import format as fmt
 from tui.app import DeskApp
 from tui.cli import build_replay_engine
@@ -27,14 +27,14 @@ from tui.screens.dialogs import ConfirmQuit, HelpScreen
 from tui.widgets.charts import PriceChart, SecondsChart
 from tui.widgets.header import Banner, DeskHeader
 from tui.widgets.logs import EventLog
-from tui.widgets.models import ModelsPane, model_name
+from tui.widgets.models_pane import ModelsPane, model_name
 
 WIDE = (160, 48)
 SMALL = (80, 24)
 
 
 def desk_settings(tmp_path: Path, *extra: str):
-    from engine import settings
+    from engine.core import settings
 
     return settings.load(search=False, overrides=[
         f'general.data_dir="{tmp_path / "data"}"',

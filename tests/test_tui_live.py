@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.widgets import Input
 from textual.worker import WorkerState
 
-from engine.fake_exchange import FakeExchange, Scenario
+from engine.testing.fake_exchange import FakeExchange, Scenario
 from tui.app import DeskApp
 from tui.cli import build_live_engine
 from tui.widgets.header import Banner, DeskHeader
@@ -88,13 +88,13 @@ SECRET = "desk-canary-secret-93ab40"
 
 
 async def test_live_orders_wait_for_the_typed_phrase_and_secrets_never_show(btc_files, tmp_path):
-    from engine.clock import ReplayClock
-    from engine.core import Engine
-    from engine.events import PauseReplay
-    from engine.ledger import Ledger
-    from engine.live_exec import LiveExecutor
-    from engine.replay import Replay
-    from engine.secrets import Credentials, Secret
+    from engine.core.clock import ReplayClock
+    from engine.core.engine import Engine
+    from engine.core.events import PauseReplay
+    from engine.core.secrets import Credentials, Secret
+    from engine.execution.ledger import Ledger
+    from engine.execution.live_executor import LiveExecutor
+    from engine.runs.replay import Replay
     from tui.screens.desk import DeskScreen
     from tui.screens.dialogs import ConfirmLive
     from tui.widgets.logs import EventLog
@@ -142,7 +142,7 @@ async def test_unreachable_exchange_offers_the_sample_replay_on_a_key(tmp_path):
     for the sample replay (the CLI then runs `tradedesk demo`)."""
     import socket
 
-    from engine import settings
+    from engine.core import settings
     from tui.app import SWITCH_TO_DEMO
 
     with socket.socket() as s:  # a port nobody listens on

@@ -20,11 +20,11 @@ from textual.worker import Worker, WorkerState
 from tui import format as fmt
 from tui.screens.desk import KEY_PREFIX, DeskScreen
 from tui.screens.dialogs import ConfirmQuit
-from tui.widgets.positions import side_word
+from tui.widgets.positions_pane import side_word
 
 if TYPE_CHECKING:
-    from engine.core import Engine
-    from engine.settings import Settings
+    from engine.core.engine import Engine
+    from engine.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine import settings as settings_mod
-from engine.ledger import LedgerError
-from engine.secrets import MissingCredentials
-from engine.settings import Settings, SettingsError
+from engine.core import settings as settings_mod
+from engine.core.secrets import MissingCredentials
+from engine.core.settings import Settings, SettingsError
+from engine.execution.ledger import LedgerError
 
 log = logging.getLogger("tradedesk")
 
@@ -108,7 +108,7 @@ def setup_logging(cfg: Settings, log_file: str | None, headless: bool) -> Path:
         handlers.append(err)
     logging.basicConfig(level=cfg.general.log_level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from engine.secrets import install as install_redaction
+    from engine.core.secrets import install as install_redaction
 
     install_redaction()  # API keys in the environment never reach a log line or a traceback
     return path
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
     """The desk (or headless engine) on live public market data; no API key needed."""
     if getattr(args, "live", False):
-        from engine.secrets import load_credentials
+        from engine.core.secrets import load_credentials
 
         load_credentials()  # no keys: stop here, naming the variables, before anything starts
         if args.headless and not confirm_live_on_terminal(cfg):
@@ -189,7 +189,7 @@ def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
 
 def cmd_record(args: argparse.Namespace, cfg: Settings) -> int:
     """Headless live session that writes every frame and snapshot to ``--out``."""
-    from engine.record import Recorder
+    from engine.market.recorder import Recorder
 
     if args.minutes is not None and not args.minutes > 0:
         raise ValueError(f"--minutes {args.minutes}: expected a positive number")
@@ -204,9 +204,9 @@ def cmd_record(args: argparse.Namespace, cfg: Settings) -> int:
 
 def build_live_engine(cfg: Settings, args: argparse.Namespace, recorder: Any = None,
                       with_models: bool = True) -> tuple[Any, Any]:
-    from engine.clock import WallClock
-    from engine.core import Engine
-    from engine.live import LiveFeedDriver
+    from engine.core.clock import WallClock
+    from engine.core.engine import Engine
+    from engine.runs.live_driver import LiveFeedDriver
 
     ledger, executor = build_execution(cfg, bool(getattr(args, "live", False)))
     engine = Engine(cfg, WallClock(), mode="live", ledger=ledger, executor=executor)
@@ -224,8 +224,8 @@ def build_live_engine(cfg: Settings, args: argparse.Namespace, recorder: Any = N
 
 async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any = None,
                          with_models: bool = True) -> dict[str, Any] | None:
-    from engine.headless import Stopwatch, write_summary
-    from engine.live import live_status_loop
+    from engine.runs.headless import Stopwatch, write_summary
+    from engine.runs.live_driver import live_status_loop
 
     engine, driver = build_live_engine(cfg, args, recorder, with_models)
     watch = Stopwatch()
@@ -245,8 +245,8 @@ async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any 
 def cmd_backtest(args: argparse.Namespace, cfg: Settings) -> int:
     import json
 
-    from engine.backtest import EquityRecorder, render, report
-    from engine.headless import Stopwatch, write_summary
+    from engine.runs.backtest import EquityRecorder, render, report
+    from engine.runs.headless import Stopwatch, write_summary
 
     paths = [Path(p) for p in args.paths]
     for p in paths:
@@ -284,7 +284,7 @@ def _span_s(engine: Any) -> float | None:
 def cmd_train(args: argparse.Namespace, cfg: Settings) -> int:
     import json
 
-    from engine.train import TrainInputError, iter_files, train_cnn
+    from engine.learning.pretrain import TrainInputError, iter_files, train_cnn
 
     try:
         rep = train_cnn(cfg, iter_files(args.paths), args.epochs or cfg.training.epochs)
@@ -296,7 +296,7 @@ def cmd_train(args: argparse.Namespace, cfg: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, cfg: Settings) -> int:
-    from models.checkpoint import list_checkpoints
+    from models.common.checkpoint import list_checkpoints
 
     folder = cfg.data_dir() / "checkpoints"
     rows = list_checkpoints(folder)
@@ -317,8 +317,8 @@ def cmd_models(args: argparse.Namespace, cfg: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, cfg: Settings) -> int:
     import json
 
-    from engine import bench
-    from tui.bench_ui import bench_desk
+    from engine.runs import benchmarks as bench
+    from tui.desk_bench import bench_desk
 
     data = Path(args.data)
     report = bench.run(cfg, data, quick=args.quick,
@@ -331,7 +331,7 @@ def cmd_bench(args: argparse.Namespace, cfg: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
-    from engine.samples import SampleError, find_or_download_samples
+    from engine.runs.samples import SampleError, find_or_download_samples
 
     try:
         paths = find_or_download_samples(cfg, args.samples)
@@ -342,8 +342,8 @@ def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> int:
-    from engine.capture import CaptureError
-    from engine.replay import parse_speed
+    from engine.market.capture import CaptureError
+    from engine.runs.replay import parse_speed
 
     speed = parse_speed(args.speed)
     for p in paths:
@@ -360,10 +360,10 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> in
 
 
 def build_replay_engine(cfg: Settings, paths: list[Path], speed: float | None, mode: str = "replay") -> tuple[Any, Any]:
-    from engine.clock import ReplayClock
-    from engine.core import Engine
-    from engine.ledger import Ledger, replay_ledger_path
-    from engine.replay import Replay
+    from engine.core.clock import ReplayClock
+    from engine.core.engine import Engine
+    from engine.execution.ledger import Ledger, replay_ledger_path
+    from engine.runs.replay import Replay
 
     clock = ReplayClock()
     # A fresh ledger per run: replays stay deterministic and never restore into each other.
@@ -379,11 +379,11 @@ def build_execution(cfg: Settings, live: bool) -> tuple[Any, Any]:
 
     Paper and live keep separate ledgers, ``<data_dir>/ledger/paper.db`` and ``live.db``.
     """
-    from engine.ledger import Ledger, ledger_path
+    from engine.execution.ledger import Ledger, ledger_path
 
     if not live:
         return Ledger(ledger_path(cfg.data_dir(), "paper"), "paper"), None
-    from engine.live_exec import build_live_executor
+    from engine.execution.live_executor import build_live_executor
 
     executor = build_live_executor(cfg.live)  # raises MissingCredentials without keys
     return Ledger(ledger_path(cfg.data_dir(), "live"), "live"), executor
@@ -405,7 +405,7 @@ def attach_models(engine: Any, cfg: Settings, *, deterministic: bool) -> None:
     """Load the models into the engine unless every one is switched off in settings."""
     if not cfg.models.enabled:
         return  # the desk says "no models loaded": no automatic decisions
-    from engine.brain import Brain
+    from engine.learning.brain import Brain
 
     brain = Brain(engine, cfg, deterministic=deterministic)
     engine.brain = brain
@@ -413,7 +413,7 @@ def attach_models(engine: Any, cfg: Settings, *, deterministic: bool) -> None:
 
 
 async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None, args: argparse.Namespace) -> dict[str, Any] | None:
-    from engine.headless import Stopwatch, export_bars, status_loop, write_summary
+    from engine.runs.headless import Stopwatch, export_bars, status_loop, write_summary
 
     engine, replay = build_replay_engine(cfg, paths, speed)
     watch = Stopwatch()

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from engine.events import (
+from engine.core.events import (
     ClosePosition,
     Command,
     ManualOrder,
@@ -32,19 +32,19 @@ from engine.events import (
     Side,
     ToggleModel,
 )
-from engine.snapshot import DeskSnapshot
+from engine.core.snapshot import DeskSnapshot
 from tui import format as fmt
 from tui.screens.dialogs import ConfirmLive, HelpScreen
 from tui.widgets.charts import PriceChart, SecondsChart
 from tui.widgets.header import Banner, DeskHeader, is_live, primary_view, quote_of
 from tui.widgets.logs import EventLog
-from tui.widgets.models import ModelsPane
-from tui.widgets.positions import PositionsPane
+from tui.widgets.models_pane import ModelsPane
+from tui.widgets.positions_pane import PositionsPane
 from tui.widgets.sparks import MarketSparks
 
 if TYPE_CHECKING:
-    from engine.core import Engine
-    from engine.settings import Settings
+    from engine.core.engine import Engine
+    from engine.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

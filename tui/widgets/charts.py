@@ -20,7 +20,7 @@ from plotext._primitives.pixel import pixel
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.snapshot import Candle, DeskSnapshot, Marker
+from engine.core.snapshot import Candle, DeskSnapshot, Marker
 from tui.format import hms
 
 TF_NS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from engine.snapshot import DeskSnapshot, SymbolView
+from engine.core.snapshot import DeskSnapshot, SymbolView
 from tui import format as fmt
 from tui.widgets.cached import CachedStatic
 

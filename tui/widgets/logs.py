@@ -17,7 +17,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import RichLog
 
-from engine.snapshot import LogLine
+from engine.core.snapshot import LogLine
 from tui.format import hms
 
 LEVEL_STYLE = {"info": "", "good": "green", "warn": "yellow", "error": "bold red"}

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline
 
-from engine.snapshot import DeskSnapshot
+from engine.core.snapshot import DeskSnapshot
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -1,0 +1,1 @@
+"""The engine's core: the engine itself, events, bus, clock, snapshot, settings, secrets."""

@@ -1,0 +1,1 @@
+"""Execution: the order path, risk gate, executors (paper, live), positions, ledger."""

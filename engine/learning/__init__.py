@@ -1,0 +1,1 @@
+"""Learning: the models in the engine, decisions, and learning from closed positions."""

@@ -1,0 +1,1 @@
+"""Market data: parsing, capture files, recording, order books, bars, features, feeds."""

@@ -1,0 +1,1 @@
+"""Runs: the drivers and reports of each mode (live, replay, headless, backtest, bench)."""

@@ -1,0 +1,135 @@
+"""Replay recorded data through the engine on the recorded clock.
+
+``speed`` is a multiple of real time (1 = as recorded) or ``None`` for as fast as
+possible. Pacing follows the receive stamps, so bursts replay as bursts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.core.clock import ReplayClock
+from engine.core.engine import Engine
+from engine.core.events import NS_PER_S, MarketData
+from engine.market.capture import CaptureLine, merged_lines
+from engine.market.parse import Parser
+
+#: Messages applied between yields to the event loop at max speed.
+BATCH = 512
+
+
+def parse_speed(text: str) -> float | None:
+    """``"max"`` → None; otherwise a positive multiple of real time."""
+    if text.lower() == "max":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"--speed {text!r}: expected a positive number or 'max'") from None
+    if not (v > 0 and v < 1e9):
+        raise ValueError(f"--speed {text!r}: expected a positive number or 'max'")
+    return v
+
+
+class Replay:
+    """Drives an engine from capture files. ``run()`` is a coroutine; pause with ``paused``."""
+
+    def __init__(self, engine: Engine, paths: list[Path], speed: float | None, clock: ReplayClock) -> None:
+        self.engine = engine
+        self.paths = paths
+        self.speed = speed
+        self.clock = clock
+        self.parser = Parser()
+        self.counters: dict[str, int] = {}
+        self.lines = 0
+        self.done = False
+        self.linger = False  # the desk sets this: keep time moving after the data ends
+        self._resume = asyncio.Event()
+        self._resume.set()
+        engine.on_pause = self._on_pause
+        engine.replay_info.update(speed=_speed_label(speed), paused=False, progress=0, done=False)
+
+    def _on_pause(self, paused: bool) -> None:
+        if paused:
+            self._resume.clear()
+        else:
+            self._resume.set()
+        self.engine.replay_info["paused"] = paused
+
+    def events(self) -> Iterator[tuple[int, MarketData]]:
+        """Parsed market data in receive order, with symbols for bare REST snapshots."""
+        hints, lines = merged_lines(self.paths, self.counters)
+        last_symbol: dict[int, str] = {}
+        parser = self.parser
+        cl: CaptureLine
+        for cl in lines:
+            if self.lines == 0:
+                self.engine.replay_info["first_ns"] = cl.ts_recv
+            self.lines += 1
+            hint = hints[cl.source] or last_symbol.get(cl.source)
+            ev = parser.parse_frame(cl.payload, cl.ts_recv, hint)
+            if ev is not None:
+                last_symbol[cl.source] = ev.symbol
+                yield cl.ts_recv, ev
+
+    def run_sync(self) -> None:
+        """Apply everything as fast as possible without an event loop (benchmarks, tests)."""
+        engine, clock = self.engine, self.clock
+        for ts, ev in self.events():
+            clock.advance(ts)
+            engine.on_market(ev)
+        engine.run_commands()
+        self._finish()
+
+    async def run(self) -> None:
+        engine, clock = self.engine, self.clock
+        wall0 = time.perf_counter()
+        rec0: int | None = None
+        for n, (ts, ev) in enumerate(self.events(), 1):
+            if not self._resume.is_set():
+                await self._resume.wait()
+                rec0 = None  # re-anchor pacing after a pause
+            if self.speed is not None:
+                if rec0 is None:
+                    rec0, wall0 = ts, time.perf_counter()
+                due = wall0 + (ts - rec0) / NS_PER_S / self.speed
+                delay = due - time.perf_counter()
+                if delay > 0.002:
+                    await asyncio.sleep(delay)
+            clock.advance(ts)
+            engine.on_market(ev)
+            if n % BATCH == 0:
+                engine.replay_info["progress"] = self.lines
+                await asyncio.sleep(0)
+        engine.run_commands()
+        self._finish()
+        if self.linger:
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """After the data ends, the desk stays open: let market time pass with wall time
+        (the market frozen as it last was) so latency-delayed and resting orders still
+        resolve against the last book."""
+        engine, clock = self.engine, self.clock
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.perf_counter()
+            clock.advance(clock.now_ns() + int((now - last) * NS_PER_S))
+            last = now
+            engine.run_commands()
+            engine.orders.housekeeping(clock.now_ns())
+
+    def _finish(self) -> None:
+        self.done = True
+        self.engine.replay_info.update(progress=self.lines, done=True)
+        self.engine.feed_info["parser"] = self.parser.stats.as_dict()
+
+
+def _speed_label(speed: float | None) -> str:
+    if speed is None:
+        return "max"
+    return f"{speed:g}"

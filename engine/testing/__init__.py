@@ -1,0 +1,1 @@
+"""Tools for tests and demos: a local exchange that speaks Binance's wire format."""

@@ -1,0 +1,1 @@
+"""The multi-timeframe CNN: network, perfect-move labels, agent."""

@@ -1,0 +1,1 @@
+"""The COB model: order-book actor-critic network, agent."""

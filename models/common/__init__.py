@@ -1,0 +1,1 @@
+"""What every model shares: the agent base, checkpoints, device, optimizer, schema, inputs."""

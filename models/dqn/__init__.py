@@ -1,0 +1,1 @@
+"""The dueling double DQN: network, prioritised replay, agent."""
