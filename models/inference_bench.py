@@ -22,9 +22,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from models.agents import AGENTS, Agent
+from models.common.base_agent import Agent
 from models.common.device import device_description, select_device
 from models.common.inputs import ModelInputs
+from models.registry import AGENTS
 
 KINDS = ("cnn", "dqn", "cob")
 

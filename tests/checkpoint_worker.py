@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from models.agents import CNNAgent
+from models.cnn.cnn_agent import CNNAgent
 from models.common import checkpoint as ckpt
 
 POINTS = ("mid_write", "after_fsync", "after_prev", "after_replace")

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from models.agents import build_network
 from models.inference_bench import bench_model, count_ops, format_report, run_b7, run_b13
+from models.registry import build_network
 
 
 def test_b7_quick_returns_plain_dicts() -> None:

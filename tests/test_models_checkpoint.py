@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.agents import CNNAgent, COBAgent, DQNAgent
+from models.cnn.cnn_agent import CNNAgent
 from models.cnn.multitimeframe_cnn import CNNConfig
+from models.cob.cob_agent import COBAgent
 from models.common import checkpoint as ckpt
 from models.common.checkpoint import CheckpointError, NonFiniteWeightsError, list_checkpoints, previous_path
 from models.common.schema import BUY, SELL
+from models.dqn.dqn_agent import DQNAgent
 from tests.conftest import ROOT
 from tests.scorecard import record
 from tests.test_models_nets import random_inputs

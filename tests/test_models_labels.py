@@ -114,7 +114,7 @@ def test_cnn_samples_use_only_labels_known_by_now_and_no_future_features() -> No
 
 
 def test_cnn_samples_train_the_cnn() -> None:
-    from models.agents import CNNAgent
+    from models.cnn.cnn_agent import CNNAgent
 
     times, closes = walk(seed=4, n=1500)
     s = build_cnn_samples({"1m": series_for(times, 0)}, label_series(times, closes, 0.015, "1m"), int(times[-1]))

@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.agents import AGENTS, CNNAgent, COBAgent, DQNAgent, build_network, count_parameters
+from models.cnn.cnn_agent import CNNAgent
 from models.cnn.multitimeframe_cnn import CNNConfig, MultiTimeframeCNN
+from models.cob.cob_agent import COBAgent
+from models.common.base_agent import count_parameters
 from models.common.device import device_description, select_device
 from models.common.inputs import InputNotReadyError, ModelInputs, NonFiniteInputError
 from models.common.schema import ACTIONS, CNN_TIMEFRAMES, COB_INPUT, DQN_INPUT, N_BAR_FEATURES, WINDOW
+from models.dqn.dqn_agent import DQNAgent
+from models.registry import AGENTS, build_network
 
 TARGETS = {"cnn": 50e6, "dqn": 5e6, "cob": 400e6}
 
@@ -184,7 +188,7 @@ def test_models_never_import_textual_or_engine() -> None:
     import sys
 
     code = (
-        "import sys, models.agents, models.inference_bench, models.cnn.perfect_moves, models.common.checkpoint; "
+        "import sys, models.registry, models.inference_bench, models.cnn.perfect_moves, models.common.checkpoint; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'engine', 'tui')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -7,22 +7,25 @@ import pytest
 import torch
 from torch import nn
 
-from models import agents
-from models.agents import CNNAgent, COBAgent, DQNAgent
+from models.cnn import cnn_agent
+from models.cnn.cnn_agent import CNNAgent
+from models.cob.cob_agent import COBAgent
+from models.common.base_agent import Agent
 from models.common.inputs import ModelInputs
 from models.common.schema import BUY, CNN_TIMEFRAMES, DQN_INPUT, SELL
+from models.dqn.dqn_agent import DQNAgent
 from models.dqn.dueling_dqn import DQNConfig, double_dqn_targets, epsilon_at
 from models.dqn.prioritized_replay import PrioritizedReplay, SumTree
 from tests.test_models_nets import random_inputs
 
 
-def snapshot(agent: agents.Agent) -> dict[str, torch.Tensor]:
+def snapshot(agent: Agent) -> dict[str, torch.Tensor]:
     out = {f"learner.{k}": v.clone() for k, v in agent.learner.state_dict().items()}
     out.update({f"actor.{k}": v.clone() for k, v in agent.actor.state_dict().items()})
     return out
 
 
-def assert_unchanged(agent: agents.Agent, before: dict[str, torch.Tensor]) -> None:
+def assert_unchanged(agent: Agent, before: dict[str, torch.Tensor]) -> None:
     after = snapshot(agent)
     for k, v in before.items():
         assert torch.equal(v, after[k]), f"{k} changed"
@@ -55,7 +58,7 @@ def test_nan_loss_skips_with_batchnorm_stats_and_weights_unchanged(monkeypatch: 
     def nan_loss(logits: torch.Tensor, *_: object, **__: object) -> torch.Tensor:
         return logits.sum() * float("nan")  # the forward ran: BatchNorm stats moved
 
-    monkeypatch.setattr(agents, "cnn_loss", nan_loss)
+    monkeypatch.setattr(cnn_agent, "cnn_loss", nan_loss)
     assert agent.train_supervised(bars, valid, targets) is None
     assert_unchanged(agent, before)
     assert agent.skip_reasons["non-finite loss"] == 1

@@ -12,7 +12,7 @@ and learning from every closed position.
   scaled by the model's fusion weight, in a training thread with a bounded queue.
 
 The engine calls :meth:`Brain.on_market`, :meth:`Brain.on_bar` and the status methods;
-the models are reached only through :mod:`models.agents`.
+the models are reached only through :mod:`models.registry`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from models.common.schema import ACTIONS, CNN_TIMEFRAMES, COB_EXTRA, COB_LEVELS,
 
 if TYPE_CHECKING:
     from engine.core.engine import Engine, SymbolState
-    from models.agents import Agent
+    from models.common.base_agent import Agent
     from models.common.inputs import ModelInputs, Prediction
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,9 @@ class Brain:
     def __init__(self, engine: Engine, cfg: Settings, *, deterministic: bool) -> None:
         import torch
 
-        from models.agents import AGENTS, seed_everything
+        from models.common.base_agent import seed_everything
         from models.common.device import device_description, select_device
+        from models.registry import AGENTS
 
         self.engine = engine
         self.cfg = cfg

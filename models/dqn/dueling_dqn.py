@@ -2,7 +2,7 @@
 
 The network and the pure learning pieces live here (epsilon schedule, double-DQN
 targets, the TD loss). Orchestration (replay, pending experiences, target sync, skipping
-bad updates, checkpoints) lives in :mod:`models.agents`.
+bad updates, checkpoints) lives in :mod:`models.dqn.dqn_agent`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,342 @@
+"""The base every agent shares (CNN, DQN, COB): actor/learner copies, guarded updates,
+status and checkpoints.
+
+Each agent keeps two copies of its network: a *learner* that the training worker updates
+(always in train mode) and an *actor* that the inference thread reads (always in eval
+mode, no autograd). After every successful update the learner's tensors are copied into
+the actor under a short lock, so a prediction never waits for a training step and never
+sees a half-updated or train-mode network (BENCH B6).
+
+Bad numbers never get in: non-finite inputs refuse the prediction
+(:class:`~models.common.inputs.NonFiniteInputError`); non-finite inputs, losses or gradients,
+and exploding gradients, skip the update with weights, BatchNorm statistics and optimizer
+state untouched, and are counted in ``status()["skipped_updates"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.common import checkpoint as ckpt
+from models.common.adamw import AdamW
+from models.common.device import device_description
+from models.common.inputs import ModelInputs, Prediction, PredictionRefused
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy's legacy global RNG and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters; works on the meta device (nothing allocated)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+class _AgentRNG:
+    """A private torch RNG stream per agent, so dropout draws do not depend on what
+    else (another agent, another thread) consumed the global generator."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self._cuda = (device.index or 0) if device.type == "cuda" else None
+        with torch.random.fork_rng(devices=[] if self._cuda is None else [self._cuda]):
+            torch.manual_seed(seed)
+            self._cpu = torch.get_rng_state()
+            self._gpu = torch.cuda.get_rng_state(self._cuda) if self._cuda is not None else None
+
+    def state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cpu": self._cpu.clone()}
+        if self._gpu is not None:
+            out["cuda"] = self._gpu.clone()
+        return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("cpu"), torch.Tensor):
+            self._cpu = state["cpu"].clone()
+        if self._cuda is not None and isinstance(state.get("cuda"), torch.Tensor):
+            self._gpu = state["cuda"].clone()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with torch.random.fork_rng(devices=[] if self._cuda is None else [self._cuda]):
+            torch.set_rng_state(self._cpu)
+            if self._cuda is not None and self._gpu is not None:
+                torch.cuda.set_rng_state(self._gpu, self._cuda)
+            try:
+                yield
+            finally:
+                self._cpu = torch.get_rng_state()
+                if self._cuda is not None:
+                    self._gpu = torch.cuda.get_rng_state(self._cuda)
+
+
+def _finite(a: np.ndarray) -> bool:
+    return bool(np.isfinite(a).all())
+
+
+class Agent:
+    """Common machinery: actor/learner copies, guarded updates, status, checkpoints."""
+
+    kind: ClassVar[str] = ""
+    config: Any
+
+    def __init__(self, name: str, preset: str, config: Any, device: str | torch.device, seed: int) -> None:
+        self.name = name
+        self.preset = preset
+        self.config = config
+        self.device = torch.device(device)
+        self.seed = seed
+        self.enabled = True  # toggled by the engine/UI; predict() does not check it
+        self._rng = _AgentRNG(seed, self.device)
+        self.np_rng = np.random.default_rng(seed)
+        with self._rng.active(), self.device:
+            self.learner = self._build().train()
+        self.actor = copy.deepcopy(self.learner).eval().requires_grad_(False)
+        # Our own AdamW: any torch.optim optimizer imports torch._dynamo (~3 s), see models.common.adamw.
+        self.optimizer = AdamW(self.learner.parameters(), lr=config.lr,
+                               weight_decay=getattr(config, "weight_decay", 0.0))
+        self.parameters = count_parameters(self.learner)
+        self._publish_lock = threading.Lock()
+        self._train_lock = threading.RLock()
+        self.predictions = 0
+        self.refused_predictions = 0
+        self.training_steps = 0
+        self.skip_reasons: Counter[str] = Counter()
+        self.last_latency_ms: float | None = None
+        self._latencies: deque[float] = deque(maxlen=256)
+        self._losses: deque[float] = deque(maxlen=5)
+        self.last_loss: float | None = None
+        self.last_reward: float | None = None
+
+    # -------------------------------------------------------------- to override
+    def predict(self, inputs: ModelInputs) -> Prediction:
+        """Batch-1 inference under ``torch.inference_mode`` on the actor copy."""
+        raise NotImplementedError
+
+    def train_on_reward(self, inputs: ModelInputs, action: int, reward: float, **kwargs: Any) -> float | None:
+        """Learn from the reward of a closed position; the loss, or None if skipped."""
+        raise NotImplementedError
+
+    def _build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        return None
+
+    def _counters(self) -> dict[str, int | float]:
+        return {
+            "training_steps": self.training_steps,
+            "predictions": self.predictions,
+            "skipped_updates": self.skipped_updates,
+        }
+
+    def _load_counters(self, counters: dict[str, Any]) -> None:
+        self.training_steps = int(counters.get("training_steps", 0))
+        self.predictions = int(counters.get("predictions", 0))
+
+    # -------------------------------------------------------------- inference helpers
+    def _infer(self, *args: torch.Tensor) -> Any:
+        with self._publish_lock, torch.inference_mode():
+            return self.actor(*args)
+
+    def _record_prediction(self, t0: float) -> float:
+        ms = (time.perf_counter() - t0) * 1e3
+        self.predictions += 1
+        self.last_latency_ms = ms
+        self._latencies.append(ms)
+        return ms
+
+    def _refuse(self, exc: PredictionRefused) -> PredictionRefused:
+        self.refused_predictions += 1
+        return exc
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not a.flags.writeable:  # the engine shares read-only bar windows; torch wants its own memory
+            a = a.copy()
+        t = torch.from_numpy(a)
+        return t.to(self.device, non_blocking=True) if self.device.type != "cpu" else t
+
+    # -------------------------------------------------------------- training
+    @property
+    def skipped_updates(self) -> int:
+        return sum(self.skip_reasons.values())
+
+    def _skip(self, reason: str) -> None:
+        self.skip_reasons[reason] += 1
+
+    def _guarded_update(
+        self,
+        compute: Callable[[], tuple[torch.Tensor, Any]],
+        after_step: Callable[[dict[str, torch.Tensor]], None] | None = None,
+    ) -> tuple[float | None, Any]:
+        """Run one optimizer step, or skip it (counted) with the model left exactly as it was.
+
+        BatchNorm running statistics change during a train-mode forward, so they are
+        snapshot first and restored on a skip; the optimizer only steps on success.
+        """
+        buffers = {k: v.detach().clone() for k, v in self.learner.named_buffers()}
+
+        def restore() -> None:
+            with torch.no_grad():
+                for k, v in self.learner.named_buffers():
+                    v.copy_(buffers[k])
+            self.optimizer.zero_grad(set_to_none=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.learner.train()  # explicit: the learner is only ever updated in train mode
+        with self._rng.active():
+            loss, aux = compute()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            restore()
+            self._skip("non-finite loss")
+            return None, aux
+        loss.backward()
+        params = [p for p in self.learner.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
+        if not math.isfinite(norm):
+            restore()
+            self._skip("non-finite gradient")
+            return None, aux
+        if norm > self.config.skip_grad_norm:
+            restore()
+            self._skip("exploding gradient")
+            return None, aux
+        self.optimizer.step()
+        if after_step is not None:
+            after_step(buffers)
+        self.training_steps += 1
+        self.last_loss = loss_value
+        self._losses.append(loss_value)
+        self._publish()
+        return loss_value, aux
+
+    def _publish(self) -> None:
+        """Copy the learner's parameters and buffers into the actor (brief lock)."""
+        src = list(self.learner.parameters()) + list(self.learner.buffers())
+        dst = list(self.actor.parameters()) + list(self.actor.buffers())
+        with self._publish_lock, torch.no_grad():
+            for d, s in zip(dst, src, strict=True):
+                d.copy_(s)
+
+    # -------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        """Live numbers for the models pane; plain values only."""
+        lat = sorted(self._latencies)
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "preset": self.preset,
+            "enabled": self.enabled,
+            "params": self.parameters,
+            "device": device_description(self.device),
+            "predictions": self.predictions,
+            "refused_predictions": self.refused_predictions,
+            "last_latency_ms": self.last_latency_ms,
+            "latency_p50_ms": lat[len(lat) // 2] if lat else None,
+            "last_loss": self.last_loss,
+            "loss_ma5": sum(self._losses) / len(self._losses) if self._losses else None,
+            "training_steps": self.training_steps,
+            "epsilon": None,
+            "skipped_updates": self.skipped_updates,
+            "skip_reasons": dict(self.skip_reasons),
+            "last_reward": self.last_reward,
+        }
+
+    # -------------------------------------------------------------- checkpoints
+    def save(self, path: str | Path, metrics: dict[str, float] | None = None) -> Path:
+        """Atomic, self-describing checkpoint; raises if any weight is non-finite."""
+        with self._train_lock:
+            payload = ckpt.build_payload(
+                kind=self.kind,
+                preset=self.preset,
+                config=asdict(self.config),
+                state_dict=self.learner.state_dict(),
+                extra={
+                    "optimizer": self.optimizer.state_dict(),
+                    "rng": self._rng.state(),
+                    "np_rng": self.np_rng.bit_generator.state,
+                    **self._extra_state(),
+                },
+                counters=self._counters(),
+                metrics=metrics,
+                parameters=self.parameters,
+                device=device_description(self.device),
+            )
+            return ckpt.save_checkpoint(path, payload)
+
+    def load(self, path: str | Path, *, fallback: bool = True) -> dict[str, Any]:
+        """Load ``path``; if it is refused and ``fallback``, try ``<name>.prev.pt``.
+
+        Returns ``{"path", "fallback", "refused": [reasons]}``; raises
+        :class:`~models.common.checkpoint.CheckpointError` when nothing could be loaded, in which
+        case the model is unchanged.
+        """
+        refused: list[str] = []
+        candidates = [Path(path)] + ([ckpt.previous_path(path)] if fallback else [])
+        for i, p in enumerate(candidates):
+            if i > 0 and not p.exists():
+                break
+            try:
+                with self._train_lock:
+                    self._apply(p)
+            except ckpt.CheckpointError as exc:
+                refused.append(str(exc))
+                continue
+            return {"path": str(p), "fallback": i > 0, "refused": refused}
+        raise ckpt.CheckpointError(path, "no loadable checkpoint: " + " | ".join(refused))
+
+    def _apply(self, path: Path) -> None:
+        arch = type(self.config).ARCH_FIELDS
+        data = ckpt.load_checkpoint(
+            path, kind=self.kind, preset=self.preset, config=asdict(self.config), arch_fields=arch
+        )
+        state = data["state_dict"]
+        own = self.learner.state_dict()
+        # Check every key and shape *before* copying anything, so a mismatch cannot
+        # leave the model half-loaded (load_state_dict copies as it goes).
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ckpt.CheckpointError(
+                path, f"state dict keys differ (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        for k, v in own.items():
+            if tuple(state[k].shape) != tuple(v.shape):
+                raise ckpt.CheckpointError(
+                    path, f"shape of {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+                )
+        extra = data.get("extra") or {}
+        self.learner.load_state_dict(state)
+        if "optimizer" in extra:
+            # Optimizer moments are a convenience; the weights are what matter.
+            with contextlib.suppress(ValueError, KeyError, TypeError, RuntimeError):
+                self.optimizer.load_state_dict(extra["optimizer"])
+            self.optimizer.param_groups[0]["lr"] = self.config.lr  # current settings win over stored ones
+        # RNG streams too, so a resumed run draws what an uninterrupted one would have.
+        self._rng.load_state(extra.get("rng") or {})
+        with contextlib.suppress(TypeError, ValueError, KeyError):
+            if extra.get("np_rng"):
+                self.np_rng.bit_generator.state = extra["np_rng"]
+        self._load_extra_state(extra)
+        self._load_counters(data.get("counters") or {})
+        self._publish()
