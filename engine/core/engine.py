@@ -13,11 +13,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-
-import numpy as np
 
 from engine.core.bus import Bus
 from engine.core.clock import Clock
@@ -61,7 +58,7 @@ from engine.core.snapshot import (
     PositionView,
     SymbolView,
 )
-from engine.core.symbols import SymbolFilters, default_filters, display_symbol
+from engine.core.symbols import default_filters, display_symbol
 from engine.execution.executor import Executor
 from engine.execution.ledger import Ledger
 from engine.execution.orders import OrderManager
@@ -69,31 +66,10 @@ from engine.execution.positions import Portfolio
 from engine.market.bars import BarBuilder, TickCache
 from engine.market.book import SyncedBook
 from engine.market.features import BarFeatures
+from engine.market.symbol_state import SymbolState
 from models.common.schema import TIMEFRAMES
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SymbolState:
-    """Everything the engine knows about one symbol."""
-
-    symbol: str
-    book: SyncedBook
-    bars: BarBuilder
-    ticks: TickCache
-    filters: SymbolFilters
-    features: dict[str, BarFeatures] = field(default_factory=dict)
-    messages: int = 0
-    trades: int = 0
-    duplicate_trades: int = 0
-    bbo_updates: int = 0
-    last_trade_id: int = -1
-    last_price: Decimal | None = None
-    first_price: Decimal | None = None
-    last_recv_ns: int = 0
-    last_event_ns: int = 0
-    imbalance: deque[float] = field(default_factory=lambda: deque(maxlen=300))
 
 
 class Engine:
@@ -557,6 +533,3 @@ def _worst_state(states: list[str]) -> str:
 def _candle(b: Bar) -> Candle:
     return Candle(b.open_time, float(b.open), float(b.high), float(b.low), float(b.close), float(b.volume))
 
-
-def feature_window(st: SymbolState, tf: str, n: int) -> np.ndarray:
-    return st.features[tf].window(n)

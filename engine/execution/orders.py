@@ -51,7 +51,8 @@ from engine.execution.risk import (
 )
 
 if TYPE_CHECKING:
-    from engine.core.engine import Engine, SymbolState
+    from engine.core.engine import Engine
+    from engine.market.symbol_state import SymbolState
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,8 @@ from engine.market.features import book_features
 from models.common.schema import ACTIONS, CNN_TIMEFRAMES, COB_EXTRA, COB_LEVELS, DQN_BARS, WINDOW
 
 if TYPE_CHECKING:
-    from engine.core.engine import Engine, SymbolState
+    from engine.core.engine import Engine
+    from engine.market.symbol_state import SymbolState
     from models.common.base_agent import Agent
     from models.common.inputs import ModelInputs, Prediction
 
