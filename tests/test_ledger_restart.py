@@ -165,8 +165,8 @@ def test_disk_full_refuses_orders_and_loses_no_row(cfg):
     assert not led.healthy
     assert "full" in led.last_error
     order(engine, Side.BUY, "0.1")  # refused, with the reason, and not sent
-    assert engine.last_denial.startswith("ledger writes are failing")
-    assert "full" in engine.last_denial
+    assert engine.orders.last_denial.startswith("ledger writes are failing")
+    assert "full" in engine.orders.last_denial
     assert engine.orders_sent == 1
     assert engine.trading_state == "HALTED"
     mkt.idle(20)  # the first order's fill arrives while the disk is full

@@ -143,9 +143,9 @@ async def test_rate_limit_honours_retry_after(cfg, tmp_path):
     fake.fail("create_order", "rate_limit")
     order(engine)
     await until(lambda: engine.orders.errors == 1)
-    assert "rate limited" in engine.last_denial
+    assert "rate limited" in engine.orders.last_denial
     order(engine)  # inside the Retry-After window: refused without a request
-    assert "retry after" in engine.last_denial
+    assert "retry after" in engine.orders.last_denial
     assert creates(fake) == 1
     await asyncio.sleep(0.45)
     order(engine)
@@ -192,7 +192,7 @@ async def test_auth_error_halts_live_trading_without_showing_the_secret(cfg, tmp
     reason = engine.risk.reason
     assert "TRADEDESK_API_KEY" in reason
     assert "AuthenticationError" in reason
-    texts = [reason, engine.last_denial, *(line.text for line in engine.log), repr(engine.snapshot()),
+    texts = [reason, engine.orders.last_denial, *(line.text for line in engine.log), repr(engine.snapshot()),
              caplog.text, repr(ex), repr(ex._credentials)]
     texts += [str(v) for row in engine.ledger.query("SELECT * FROM orders") for v in row]
     texts += [str(v) for row in engine.ledger.query("SELECT * FROM denials") for v in row]
@@ -202,11 +202,11 @@ async def test_auth_error_halts_live_trading_without_showing_the_secret(cfg, tmp
         assert SECRET not in t
     assert any("***" in t for t in texts)  # the echoed key was there, masked
     order(engine)
-    assert engine.last_denial.startswith("trading HALTED")
+    assert engine.orders.last_denial.startswith("trading HALTED")
     engine.submit(ResumeTrading())
     engine.run_commands()
     order(engine)  # the executor itself stays halted: nothing more reaches the exchange
-    await until(lambda: "halted" in engine.last_denial)
+    await until(lambda: "halted" in engine.orders.last_denial)
     assert creates(factory.exchange) == 1
     await ex.close()
 
@@ -226,7 +226,7 @@ async def test_restart_resolves_unknown_orders_by_client_id(cfg, tmp_path):
     engine.confirm_live(engine.live_confirmation_phrase)
     assert engine.orders.reconciling == {reached.client_id, lost.client_id}
     order(engine)
-    assert engine.last_denial.startswith("2 order(s) with unknown outcome")
+    assert engine.orders.last_denial.startswith("2 order(s) with unknown outcome")
     await ex.start()
     await until(lambda: not engine.orders.reconciling)
     assert engine.ledger.order(reached.client_id)["state"] == "FILLED"

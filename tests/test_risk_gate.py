@@ -162,7 +162,7 @@ def test_repeated_errors_halt_until_resumed(cfg):
     rejected = engine.ledger.query("SELECT count(*) FROM orders WHERE state = 'REJECTED'")[0][0]
     assert rejected == 3
     order(engine, Side.BUY, "0.1")
-    assert engine.last_denial.startswith("trading HALTED")
+    assert engine.orders.last_denial.startswith("trading HALTED")
     engine.submit(ResumeTrading())
     engine.run_commands()
     assert engine.trading_state == "ACTIVE"

@@ -19,6 +19,7 @@ from typing import Any
 from engine.core.bus import Bus
 from engine.core.clock import Clock
 from engine.core.events import (
+    NS_PER_MS,
     NS_PER_S,
     Bar,
     BestBidAsk,
@@ -46,6 +47,7 @@ from engine.core.events import (
     SubmitOrder,
     ToggleModel,
     Trade,
+    TradingStateChanged,
 )
 from engine.core.settings import Settings
 from engine.core.snapshot import (
@@ -61,8 +63,8 @@ from engine.core.snapshot import (
 from engine.core.symbols import default_filters, display_symbol
 from engine.execution.executor import Executor
 from engine.execution.ledger import Ledger
-from engine.execution.orders import OrderManager
-from engine.execution.positions import Portfolio
+from engine.execution.orders import OrderManager, OrderPorts, OrderResult
+from engine.execution.paper_executor import PaperExecutor
 from engine.market.bars import BarBuilder, TickCache
 from engine.market.book import SyncedBook
 from engine.market.features import BarFeatures
@@ -87,7 +89,6 @@ class Engine:
         self.bus = Bus()
         self.symbols: dict[str, SymbolState] = {}
         self.configured_primary = settings.symbols.primary.replace("/", "").upper()
-        self.portfolio = Portfolio(allow_short=settings.paper.allow_short)
         self.order_notional: Decimal = settings.trading.order_notional
         # Automatic trading: on by default for paper (live data or replay) and backtest,
         # off for real orders until the user switches it on (SPEC §4).
@@ -103,11 +104,8 @@ class Engine:
         self.training_log: deque[LogLine] = deque(maxlen=200)
         self.fill_markers: deque[Marker] = deque(maxlen=500)
         self.signal_markers: deque[Marker] = deque(maxlen=500)
-        self.fills: list[OrderFilled] = []
         self.decisions = 0
         self.signals: dict[str, int] = {}
-        self.denials = 0
-        self.last_denial = ""
         self.messages = 0
         self.started_wall = time.perf_counter()
         self.feed_info: dict[str, object] = {}
@@ -118,12 +116,32 @@ class Engine:
         self.bus.on(SignalEmitted, self._on_signal)
         self.bus.on(DecisionMade, self._on_decision)
         self.bus.on(ModelTrained, self._on_trained)
-        self.orders_sent = 0
-        self._exec_watch = False  # True while paper orders are queued (latency) or resting
-        self.orders = OrderManager(self, ledger if ledger is not None else Ledger.memory(), executor)
+        self.bus.on(TradingStateChanged, self._on_trading_state)
+        if executor is None:
+            p = settings.paper
+            executor = PaperExecutor(p.taker_fee, p.maker_fee, p.latency_ms * NS_PER_MS)
+        ports = OrderPorts(symbol=self.symbols.get, marks=self.marks, primary=lambda: self.primary,
+                           now_ns=clock.now_ns, publish=self.bus.publish, log=self._log,
+                           mark_fill=self.fill_markers.append)
+        self.orders = OrderManager(settings, ports, ledger if ledger is not None else Ledger.memory(), executor)
+        self.on_shutdown(self.orders.shutdown)
+        self.portfolio = self.orders.portfolio
         self.ledger = self.orders.ledger
         self.executor = self.orders.executor
         self.risk = self.orders.risk
+
+    @property
+    def fills(self) -> list[OrderFilled]:
+        """Every fill applied to the account (the order path's record)."""
+        return self.orders.fills
+
+    @property
+    def denials(self) -> int:
+        return self.orders.denials
+
+    @property
+    def orders_sent(self) -> int:
+        return self.orders.sent
 
     # ------------------------------------------------------------------ symbols
 
@@ -158,7 +176,7 @@ class Engine:
     # ------------------------------------------------------------------ market data (hot path)
 
     def on_market(self, ev: MarketData) -> None:
-        if self._exec_watch:  # delayed orders fill on the book as it was before this message
+        if self.orders.watching:  # delayed orders fill on the book as it was before this message
             self.orders.before_market(ev)
         self.messages += 1
         st = self._state(ev.symbol)
@@ -193,7 +211,7 @@ class Engine:
         st.last_event_ns = t.ts_event
         st.ticks.add(t)
         st.bars.add_trade(t)
-        if self._exec_watch:  # resting limit orders fill when a trade prints through them
+        if self.orders.watching:  # resting limit orders fill when a trade prints through them
             self.orders.on_trade(t)
 
     def _on_bar(self, st: SymbolState, bar: Bar) -> None:
@@ -222,6 +240,15 @@ class Engine:
     def submit(self, cmd: Command) -> None:
         """Queue a command; it runs before the next market message (or on ``run_commands``)."""
         self._commands.append(cmd)
+
+    def execute(self, cmd: SubmitOrder | ClosePosition) -> OrderResult:
+        """Run an order command now, after any queued before it, and say what became of it
+        (the decision code's way in: it learns at once whether its order went out)."""
+        self.run_commands()
+        now = self.clock.now_ns()
+        if isinstance(cmd, SubmitOrder):
+            return self.orders.submit(cmd, now)
+        return self.orders.close_position(cmd, now)
 
     def run_commands(self) -> None:
         while self._commands:
@@ -352,6 +379,10 @@ class Engine:
     def _on_signal(self, ev: SignalEmitted) -> None:
         self.signals[ev.model] = self.signals.get(ev.model, 0) + 1
         self.ledger.record_signal(ev)
+
+    def _on_trading_state(self, ev: TradingStateChanged) -> None:
+        if ev.state == "HALTED":
+            self.auto_trade = False  # a halt stops automatic trading until the user turns it back on
 
     def _on_decision(self, ev: DecisionMade) -> None:
         self.decisions += 1

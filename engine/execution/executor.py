@@ -15,9 +15,12 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from engine.core.events import OrderFilled, Side, Trade
+
+if TYPE_CHECKING:
+    from engine.market.book import SyncedBook
 
 ZERO = Decimal(0)
 
@@ -113,12 +116,23 @@ class OpenOrder:
         return self.request.qty - self.filled
 
 
+@dataclass(frozen=True)
+class ExecutorPorts:
+    """What the engine's order path hands an executor when it takes it on (:meth:`Executor.bind`)."""
+
+    on_report: Callable[[ExecReport], None]  # reports that arrive outside submit/poll/on_trade
+    now_ns: Callable[[], int]  # the engine's clock, to stamp those reports
+    book_of: Callable[[str], SyncedBook | None]  # the engine's synced book of a symbol
+
+
 class Executor(Protocol):
     """A venue. ``name`` is ``paper`` or ``live``."""
 
     name: str
-    #: set by the engine: called with reports that arrive outside submit/poll/on_trade
-    on_report: Callable[[ExecReport], None] | None
+
+    def bind(self, ports: ExecutorPorts) -> None:
+        """Called once by the order path that owns this executor, before the first order."""
+        ...
 
     def submit(self, order: OrderRequest, now: int) -> list[ExecReport]:
         """Send an order; return whatever is known at once (possibly nothing yet)."""

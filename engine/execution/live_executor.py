@@ -35,7 +35,7 @@ from engine.core import failpoints
 from engine.core.events import NS_PER_MS, OrderFilled, Side, Trade
 from engine.core.secrets import Credentials, load_credentials, redact
 from engine.core.symbols import display_symbol
-from engine.execution.executor import ExecReport, OpenOrder, OrderRequest, OrderState, OrderType
+from engine.execution.executor import ExecReport, ExecutorPorts, OpenOrder, OrderRequest, OrderState, OrderType
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,10 @@ class LiveExecutor:
             self.on_report(rep)
 
     # ------------------------------------------------------------------ the Executor interface
+
+    def bind(self, ports: ExecutorPorts) -> None:
+        self.on_report = ports.on_report
+        self.now_ns = ports.now_ns  # reports are stamped on the engine's clock
 
     def submit(self, order: OrderRequest, now: int) -> list[ExecReport]:
         if self.halted:

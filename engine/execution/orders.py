@@ -1,10 +1,14 @@
 """The order path: every order (manual, automatic, close, panic) goes risk gate →
 ledger intent → executor → ledger outcome and fills → positions → events.
 
-The :class:`OrderManager` belongs to one engine. It owns the risk gate, the ledger and the
-executor, restores the account from the ledger at start, and keeps the paper balance as
-a sum over the fill ledger. The engine calls it from its command loop and, cheaply, from
-the market-data path while the executor has orders queued or resting.
+The :class:`OrderManager` belongs to one engine but sees only the few ports it needs
+(:class:`OrderPorts`: a symbol's book and filters, the marks, the clock, publish, log).
+It owns the risk gate, the ledger, the executor, the portfolio and its own counters,
+restores the account from the ledger at start, and keeps the paper balance as a sum over
+the fill ledger. The engine calls it from its command loop and, cheaply, from the
+market-data path while the executor has orders queued or resting (:attr:`watching`).
+Every order command answers with an :class:`OrderResult`, so the caller knows whether
+its order went out and, if not, why.
 
 State is written before it is published: the ledger commits a fill before the portfolio
 applies it, and the portfolio is updated before anyone hears about it.
@@ -13,12 +17,13 @@ applies it, and the portfolio is updated before anyone hears about it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from engine.core import failpoints
 from engine.core.events import (
-    NS_PER_MS,
     NS_PER_S,
     BookState,
     ClosePosition,
@@ -33,11 +38,20 @@ from engine.core.events import (
     TradingStateChanged,
 )
 from engine.core.secrets import redact
+from engine.core.settings import Settings
 from engine.core.snapshot import Marker
 from engine.core.symbols import display_symbol
-from engine.execution.executor import ExecReport, Executor, OpenOrder, OrderRequest, OrderState, OrderType
+from engine.execution.executor import (
+    ExecReport,
+    Executor,
+    ExecutorPorts,
+    OpenOrder,
+    OrderRequest,
+    OrderState,
+    OrderType,
+)
 from engine.execution.ledger import Ledger, LedgerError
-from engine.execution.paper_executor import PaperExecutor, vwap
+from engine.execution.paper_executor import vwap
 from engine.execution.positions import Portfolio
 from engine.execution.risk import (
     CAUSE_AUTH,
@@ -51,7 +65,6 @@ from engine.execution.risk import (
 )
 
 if TYPE_CHECKING:
-    from engine.core.engine import Engine
     from engine.market.symbol_state import SymbolState
 
 log = logging.getLogger(__name__)
@@ -60,31 +73,53 @@ ZERO = Decimal(0)
 DAY_NS = 86_400 * NS_PER_S
 
 
-class OrderManager:
-    """Risk, ledger and executor for one engine (see the module docstring)."""
+@dataclass(frozen=True)
+class OrderPorts:
+    """What the order path needs from its engine, and nothing more."""
 
-    def __init__(self, engine: Engine, ledger: Ledger, executor: Executor | None = None) -> None:
-        self.e = engine
-        s = engine.settings
+    symbol: Callable[[str], SymbolState | None]  # a symbol's book, filters, last price and message age
+    marks: Callable[[], dict[str, Decimal]]  # mid (else last) price per symbol
+    primary: Callable[[], str]  # the traded symbol
+    now_ns: Callable[[], int]  # the engine's clock
+    publish: Callable[[object], None]  # events to the bus, after the state is written
+    log: Callable[[int, str, str, str], None]  # (ts, source, text, level) to the desk's log
+    mark_fill: Callable[[Marker], None]  # an executed trade for the chart
+
+
+@dataclass(frozen=True, slots=True)
+class OrderResult:
+    """What became of an order command: sent past the risk gate (fills may follow), or not and why."""
+
+    sent: bool
+    client_id: str | None = None
+    reason: str = ""
+
+
+class OrderManager:
+    """Risk, ledger, executor and portfolio for one engine (see the module docstring)."""
+
+    def __init__(self, settings: Settings, ports: OrderPorts, ledger: Ledger, executor: Executor) -> None:
+        s = settings
+        self.ports = ports
         self.ledger = ledger
-        if executor is None:
-            executor = PaperExecutor(s.paper.taker_fee, s.paper.maker_fee, s.paper.latency_ms * NS_PER_MS,
-                                     book_of=self._book_of)
-        if isinstance(executor, PaperExecutor) and executor.book_of is None:
-            executor.book_of = self._book_of
         self.executor: Executor = executor
-        executor.on_report = self._on_async_report
-        if hasattr(executor, "now_ns"):
-            executor.now_ns = engine.clock.now_ns  # reports are stamped on the engine's clock
+        # Reports are stamped on the engine's clock; paper fills walk the engine's books.
+        executor.bind(ExecutorPorts(on_report=self._on_async_report, now_ns=ports.now_ns,
+                                    book_of=self._book_of))
         self.live = executor.name == "live"
         # Spot live accounts cannot short; paper shorts only if paper.allow_short.
         self.allow_short = bool(s.paper.allow_short) and not self.live
+        self.portfolio = Portfolio(allow_short=self.allow_short)
         self.risk = RiskGate(RiskLimits.from_settings(s.risk), self.allow_short, self._on_state_change)
         self.starting_balance: Decimal = s.paper.starting_balance
         self.open: dict[str, OpenOrder] = {}
         self.applied: set[str] = set()
         self.cash = self.starting_balance
+        self.fills: list[OrderFilled] = []  # every fill applied (restored ones first)
         self.sent = 0  # orders handed to the executor in this process
+        self.denials = 0  # orders refused by the risk gate or rejected by the venue
+        self.last_denial = ""  # why the latest one was refused
+        self.watching = False  # True while paper orders are queued (latency) or resting
         self.errors = 0  # venue rejections and unknown outcomes
         self.slippage_bps: list[float] = []  # per filled market order: VWAP against the price it was checked at
         self.live_confirmed = not self.live
@@ -95,24 +130,23 @@ class OrderManager:
         self._day_key = -1
         self._day_base = ZERO
         self._restore()
-        engine.on_shutdown(self.shutdown)
 
     # ------------------------------------------------------------------ helpers
 
     def _book_of(self, symbol: str) -> Any:
-        st = self.e.symbols.get(symbol)
+        st = self.ports.symbol(symbol)
         return st.book if st is not None else None
 
     def _now(self) -> int:
-        return self.e.clock.now_ns()
+        return self.ports.now_ns()
 
     def _watch(self) -> None:
-        """Tell the engine whether the market path must call us (queued or resting paper orders)."""
-        self.e._exec_watch = self.executor.busy()
+        """Whether the market path must call us (queued or resting paper orders)."""
+        self.watching = self.executor.busy()
 
     def exposure(self, symbol: str) -> tuple[Decimal, Decimal]:
         """(signed open position, signed quantity still to come from open orders)."""
-        pos = self.e.portfolio.positions.get(symbol)
+        pos = self.portfolio.positions.get(symbol)
         position = pos.qty * pos.side.sign if pos is not None else ZERO
         pending = sum((o.remaining * o.request.side.sign for o in self.open.values() if o.request.symbol == symbol),
                       ZERO)
@@ -125,8 +159,8 @@ class OrderManager:
 
     def equity(self) -> Decimal:
         eq = self.cash
-        marks = self.e.marks()
-        for sym, pos in self.e.portfolio.positions.items():
+        marks = self.ports.marks()
+        for sym, pos in self.portfolio.positions.items():
             m = marks.get(sym, pos.entry_price)
             eq += pos.qty * pos.side.sign * m
         return eq
@@ -134,9 +168,9 @@ class OrderManager:
     def _buying_power(self) -> Decimal | None:
         if self.live:
             return None  # the exchange checks funds (InsufficientFunds is a rejection)
-        marks = self.e.marks()
+        marks = self.ports.marks()
         gross = ZERO
-        for sym, pos in self.e.portfolio.positions.items():
+        for sym, pos in self.portfolio.positions.items():
             gross += pos.qty * marks.get(sym, pos.entry_price)
         for o in self.open.values():
             gross += o.remaining * marks.get(o.request.symbol, o.request.ref_price or ZERO)
@@ -147,17 +181,16 @@ class OrderManager:
         of sells − fees). Live: the exchange's free quote balance, once it has been read."""
         if self.live:
             bal = getattr(self.executor, "balances", {}) or {}
-            quote = display_symbol(self.e.primary).partition("/")[2]
+            quote = display_symbol(self.ports.primary()).partition("/")[2]
             if quote in bal:
                 return Decimal(bal[quote])
         return self.cash
 
     # ------------------------------------------------------------------ commands
 
-    def submit(self, cmd: SubmitOrder, now: int, *, force: bool = False) -> str | None:
-        """Check, journal and send one order; returns its client id, or None when denied."""
-        e = self.e
-        st = e.symbols.get(cmd.symbol)
+    def submit(self, cmd: SubmitOrder, now: int, *, force: bool = False) -> OrderResult:
+        """Check, journal and send one order: sent (with its client id), or denied with the reason."""
+        st = self.ports.symbol(cmd.symbol)
         if st is None:
             return self._deny(cmd, Denial("unknown_symbol", f"unknown symbol {cmd.symbol}"), now)
         if not self.live_confirmed:
@@ -196,15 +229,14 @@ class OrderManager:
         failpoints.hit("after_intent")
         self.open[cid] = OpenOrder(req, OrderState.SENT)
         self.sent += 1
-        e.orders_sent = self.sent
         reports = self.executor.submit(req, now)
         failpoints.hit("after_send")
         for rep in reports:
             self.handle(rep)
         self._watch()
-        return cid
+        return OrderResult(True, cid)
 
-    def close_position(self, cmd: ClosePosition, now: int) -> None:
+    def close_position(self, cmd: ClosePosition, now: int) -> OrderResult:
         """Flatten one symbol: cancel its limit orders, then send what is left of the position.
 
         Market orders already on their way are left alone and counted: a second close while
@@ -216,13 +248,15 @@ class OrderManager:
         position, pending = self.exposure(cmd.symbol)
         left = position + pending
         if position == 0:
-            self.e._log(now, cmd.reason, f"no open {display_symbol(cmd.symbol)} position to close", "warn")
-            return
+            why = f"no open {display_symbol(cmd.symbol)} position to close"
+            self.ports.log(now, cmd.reason, why, "warn")
+            return OrderResult(False, reason=why)
         if left == 0 or (left > 0) != (position > 0):
-            self.e._log(now, cmd.reason, f"{display_symbol(cmd.symbol)}: a close is already on its way", "warn")
-            return
+            why = f"{display_symbol(cmd.symbol)}: a close is already on its way"
+            self.ports.log(now, cmd.reason, why, "warn")
+            return OrderResult(False, reason=why)
         side = Side.SELL if left > 0 else Side.BUY
-        self.submit(SubmitOrder(cmd.symbol, side, abs(left), cmd.reason, cmd.decision_id), now)
+        return self.submit(SubmitOrder(cmd.symbol, side, abs(left), cmd.reason, cmd.decision_id), now)
 
     def cancel(self, symbol: str | None, client_id: str | None, now: int) -> int:
         """Cancel open orders (all, one symbol's, or one); returns how many were canceled."""
@@ -240,7 +274,7 @@ class OrderManager:
         """Halt, cancel everything, flatten every position (the panic bypasses state and rate limits)."""
         self.risk.set_cause(CAUSE_PANIC, TradingState.HALTED, "panic: flattened and halted", now)
         self.cancel(None, None, now)
-        for sym, pos in list(self.e.portfolio.positions.items()):
+        for sym, pos in list(self.portfolio.positions.items()):
             _, pending = self.exposure(sym)
             qty = pos.qty - abs(pending) if (pending * pos.side.sign) < 0 else pos.qty
             if qty > 0:
@@ -249,14 +283,14 @@ class OrderManager:
     def resume(self, now: int) -> None:
         cleared = self.risk.resume(now)
         state = self.risk.state.value
-        self.e._log(now, "risk", f"resume: cleared {', '.join(cleared) or 'nothing'}; trading {state}",
+        self.ports.log(now, "risk", f"resume: cleared {', '.join(cleared) or 'nothing'}; trading {state}",
                     "good" if state == "ACTIVE" else "warn")
 
     def confirm_live(self, typed: str, phrase: str) -> bool:
         ok = typed.strip() == phrase
         if ok:
             self.live_confirmed = True
-            self.e._log(self._now(), "risk", "LIVE trading confirmed", "warn")
+            self.ports.log(self._now(), "risk", "LIVE trading confirmed", "warn")
         return ok
 
     # ------------------------------------------------------------------ market hooks
@@ -286,7 +320,7 @@ class OrderManager:
             self.risk.clear_cause(CAUSE_LEDGER, now)
 
     def on_book_state(self, symbol: str, state: BookState, reason: str, now: int) -> None:
-        traded = symbol == self.e.primary or symbol in self.e.portfolio.positions or any(
+        traded = symbol == self.ports.primary() or symbol in self.portfolio.positions or any(
             o.request.symbol == symbol for o in self.open.values())
         if traded or state is BookState.LIVE:
             self.risk.on_book_state(symbol, state, reason, now)
@@ -302,7 +336,6 @@ class OrderManager:
 
     def handle(self, rep: ExecReport) -> None:
         """Journal a venue report, apply its new fills once, then publish."""
-        e = self.e
         oo = self.open.get(rep.client_id)
         if oo is None:
             row = self.ledger.order(rep.client_id)
@@ -341,9 +374,9 @@ class OrderManager:
             failpoints.hit("after_position")
         # Everything is written: now tell the world.
         for f in new:
-            e.bus.publish(f)
+            self.ports.publish(f)
         for ev in events:
-            e.bus.publish(ev)
+            self.ports.publish(ev)
         self._report_log(oo, rep, state, new, events, detail)
         if state is OrderState.REJECTED or rep.error:
             self.errors += 1
@@ -359,8 +392,7 @@ class OrderManager:
             self._check_day(rep.ts)
 
     def _apply(self, fills: list[OrderFilled], decision_id: int | None) -> list[PositionOpened | PositionClosed]:
-        e = self.e
-        pf = e.portfolio
+        pf = self.portfolio
         events: list[PositionOpened | PositionClosed] = []
         touched: dict[str, Any] = {}
         policy, pf.allow_short = pf.allow_short, True  # a fill that happened is applied in full; policy is the gate's
@@ -368,7 +400,7 @@ class OrderManager:
             for f in fills:
                 events.extend(pf.apply_fill(f, decision_id))
                 self.applied.add(f.fill_id)
-                e.fills.append(f)
+                self.fills.append(f)
                 self.cash -= f.price * f.qty * f.side.sign + f.fee
                 touched[f.symbol] = None
         finally:
@@ -381,7 +413,7 @@ class OrderManager:
 
     def _report_log(self, oo: OpenOrder, rep: ExecReport, state: OrderState, new: list[OrderFilled],
                     events: list[PositionOpened | PositionClosed], detail: str) -> None:
-        e = self.e
+        log_line = self.ports.log
         req = oo.request
         src = req.reason
         sym = display_symbol(req.symbol)
@@ -398,62 +430,63 @@ class OrderManager:
                 self.slippage_bps.append(float(bps))
             part = f" ({detail})" if state is not OrderState.FILLED and detail else ""
             levels = f" over {len(new)} levels" if len(new) > 1 else ""
-            e._log(rep.ts, src, f"{req.side.value} {qty} {sym} @ {avg:.2f}{levels} (fee {fee:.4f}{slip}){part}", "good")
-            e.fill_markers.append(Marker(rep.ts, float(avg), req.side.value, True))
+            log_line(rep.ts, src, f"{req.side.value} {qty} {sym} @ {avg:.2f}{levels} (fee {fee:.4f}{slip}){part}",
+                     "good")
+            self.ports.mark_fill(Marker(rep.ts, float(avg), req.side.value, True))
         elif state is OrderState.REJECTED:
-            e.denials += 1
-            e.last_denial = f"rejected: {detail}"
+            self.denials += 1
+            self.last_denial = f"rejected: {detail}"
             denied = OrderDenied(req.symbol, req.side, req.qty, f"rejected by the venue: {detail}", rep.ts, src,
                                  "rejected")
             self.ledger.record_denial(denied)
-            e.bus.publish(denied)
-            e._log(rep.ts, src, f"{req.side.value} {req.qty} {sym} rejected: {detail}", "error")
+            self.ports.publish(denied)
+            log_line(rep.ts, src, f"{req.side.value} {req.qty} {sym} rejected: {detail}", "error")
             log.warning("order %s %s %s %s rejected: %s", req.client_id, req.side.value, req.qty, sym, detail)
         elif state is OrderState.UNKNOWN:
-            e._log(rep.ts, src, f"{req.side.value} {req.qty} {sym}: outcome UNKNOWN ({detail}); resolving by client "
-                                f"order id, never resending", "warn")
+            log_line(rep.ts, src, f"{req.side.value} {req.qty} {sym}: outcome UNKNOWN ({detail}); resolving by "
+                                  f"client order id, never resending", "warn")
         elif state is OrderState.CANCELED:
-            e._log(rep.ts, src, f"{req.side.value} {req.qty} {sym} canceled{': ' + detail if detail else ''}")
+            log_line(rep.ts, src, f"{req.side.value} {req.qty} {sym} canceled{': ' + detail if detail else ''}", "info")
         elif state is OrderState.OPEN and not new:
-            e._log(rep.ts, src, f"{req.side.value} {req.qty} {sym} {detail or 'resting'}")
+            log_line(rep.ts, src, f"{req.side.value} {req.qty} {sym} {detail or 'resting'}", "info")
         for ev in events:
             if isinstance(ev, PositionClosed):
-                e._log(ev.exit_ts, src, f"closed {ev.side.value} {display_symbol(ev.symbol)} #{ev.position_id}: "
-                                        f"PnL {ev.realised_pnl:+.4f} (fees {ev.fees:.4f})",
-                       "good" if ev.realised_pnl >= 0 else "error")
+                log_line(ev.exit_ts, src, f"closed {ev.side.value} {display_symbol(ev.symbol)} #{ev.position_id}: "
+                                          f"PnL {ev.realised_pnl:+.4f} (fees {ev.fees:.4f})",
+                         "good" if ev.realised_pnl >= 0 else "error")
 
-    def _deny(self, cmd: SubmitOrder, d: Denial, now: int) -> str | None:
-        e = self.e
-        e.denials += 1
-        e.last_denial = d.reason
+    def _deny(self, cmd: SubmitOrder, d: Denial, now: int) -> OrderResult:
+        self.denials += 1
+        self.last_denial = d.reason
         ev = OrderDenied(cmd.symbol, cmd.side, cmd.qty, d.reason, now, cmd.reason, d.code)
         self.ledger.record_denial(ev)
-        e.bus.publish(ev)
-        e._log(now, cmd.reason, f"{cmd.side.value} {cmd.qty} {display_symbol(cmd.symbol)} denied: {d.reason}", "warn")
+        self.ports.publish(ev)
+        self.ports.log(now, cmd.reason, f"{cmd.side.value} {cmd.qty} {display_symbol(cmd.symbol)} denied: {d.reason}",
+                       "warn")
         log.info("%s order %s %s %s denied (%s): %s", cmd.reason, cmd.side.value, cmd.qty, cmd.symbol, d.code, d.reason)
-        return None
+        return OrderResult(False, reason=d.reason)
 
     def _on_state_change(self, state: TradingState, reason: str, now: int) -> None:
-        e = self.e
+        """Journal, log and publish a trading state change (the engine turns automatic trading
+        off on HALTED when it hears of it)."""
         self.ledger.record_trading_state(state.value, reason, now)
-        if state is not TradingState.ACTIVE:
-            e.auto_trade = e.auto_trade and state is not TradingState.HALTED
-        e._log(now, "risk", f"trading {state.value}: {reason}", "good" if state is TradingState.ACTIVE else "error")
+        self.ports.log(now, "risk", f"trading {state.value}: {reason}",
+                       "good" if state is TradingState.ACTIVE else "error")
         log.warning("trading %s: %s", state.value, reason)
-        e.bus.publish(TradingStateChanged(state.value, reason, now))
+        self.ports.publish(TradingStateChanged(state.value, reason, now))
 
     # ------------------------------------------------------------------ day PnL
 
     def day_pnl(self, now: int) -> Decimal:
         """Realised since UTC midnight (by the engine clock) + unrealised now − fees paid on open positions."""
-        pf = self.e.portfolio
+        pf = self.portfolio
         key = now // DAY_NS
         if key != self._day_key:
             self._day_key = key
             start = key * DAY_NS
             self._day_base = pf.realised_pnl - sum((c.realised_pnl for c in pf.closed if c.exit_ts >= start), ZERO)
         open_fees = sum((p.fees for p in pf.positions.values()), ZERO)
-        return pf.realised_pnl - self._day_base + pf.unrealised(self.e.marks()) - open_fees
+        return pf.realised_pnl - self._day_base + pf.unrealised(self.ports.marks()) - open_fees
 
     def _check_day(self, now: int) -> None:
         pnl = self.day_pnl(now)
@@ -463,14 +496,14 @@ class OrderManager:
 
     def _restore(self) -> None:
         """Rebuild the account from the fill ledger and take back unfinished orders."""
-        e, led = self.e, self.ledger
+        led = self.ledger
         fills = led.load_fills()
-        pf: Portfolio = e.portfolio
+        pf = self.portfolio
         pf.allow_short = True  # the ledger says what happened; policy applies to new orders only
         for f, decision_id in fills:
             pf.apply_fill(f, decision_id)
             self.applied.add(f.fill_id)
-            e.fills.append(f)
+            self.fills.append(f)
             self.cash -= f.price * f.qty * f.side.sign + f.fee
         pf.allow_short = self.allow_short
         stored = led.stored_positions()
@@ -514,7 +547,7 @@ class OrderManager:
             "positions_repaired": len(mismatched), "unapplied_fills": stats.unapplied_fills,
         }
         if fills or stats.orders:
-            e._log(now, "ledger", f"restored {len(fills)} fills, {len(pf.positions)} open position(s), realised PnL "
+            self.ports.log(now, "ledger", f"restored {len(fills)} fills, {len(pf.positions)} open position(s), realised PnL "
                                   f"{pf.realised_pnl:+.4f}" + (f", {len(self.reconciling)} order(s) to resolve"
                                                                if self.reconciling else ""), "info")
 

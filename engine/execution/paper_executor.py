@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from engine.core.events import BookState, Level, OrderFilled, Side, Trade
-from engine.execution.executor import ExecReport, OpenOrder, OrderRequest, OrderState, OrderType
+from engine.execution.executor import ExecReport, ExecutorPorts, OpenOrder, OrderRequest, OrderState, OrderType
 from engine.market.book import SyncedBook
 
 ZERO = Decimal(0)
@@ -74,7 +74,7 @@ class PaperExecutor:
         self.maker_fee = taker_fee if maker_fee is None else maker_fee
         self.latency_ns = latency_ns
         self.depth = depth
-        self.book_of = book_of  # the engine sets it when it is None
+        self.book_of = book_of  # else the engine's books, from bind()
         self.on_report: Callable[[ExecReport], None] | None = None
         self._queue: list[tuple[int, int, OrderRequest]] = []  # (arrival ns, seq, order)
         self._seq = 0
@@ -82,6 +82,11 @@ class PaperExecutor:
         self.orders_received = 0  # orders that reached the venue (risk tests count these)
 
     # ------------------------------------------------------------------ interface
+
+    def bind(self, ports: ExecutorPorts) -> None:
+        self.on_report = ports.on_report
+        if self.book_of is None:
+            self.book_of = ports.book_of
 
     def submit(self, order: OrderRequest, now: int) -> list[ExecReport]:
         if self.latency_ns <= 0:

@@ -473,9 +473,7 @@ class Brain:
             elif engine.trading_state != "ACTIVE" and action != "CLOSE":
                 why_not = f"trading {engine.trading_state}"
             else:
-                executed = self._execute(st, action, did, fused.contributions, inputs)
-                if not executed:
-                    why_not = engine.last_denial or "not filled"
+                executed, why_not = self._execute(st, action, did, fused.contributions, inputs)
         lat = (time.perf_counter() - t_recv) * 1e3
         (self.decision_latency_training_ms if self._training_now else self.decision_latency_ms).append(lat)
         ev = DecisionMade(did, st.symbol, action, fused.score, now, fused.contributions, executed, why_not)
@@ -493,29 +491,26 @@ class Brain:
                       "good" if executed else "info")
 
     def _execute(self, st: SymbolState, action: str, did: int, contribs: tuple[Contribution, ...],
-                 inputs: ModelInputs) -> bool:
+                 inputs: ModelInputs) -> tuple[bool, str]:
+        """Send the decision's order: (sent past the risk gate, why not). Fills may follow."""
         engine = self.engine
-        sent_before = engine.orders.sent
         if action == "CLOSE":
-            engine.submit(ClosePosition(st.symbol, "auto", did))
-        else:
-            qty = engine.order_qty(st.symbol)
-            if qty is None or qty <= 0:
-                engine.last_denial = "no price for sizing"
-                return False
-            dqn_handle = None
-            if any(c.model == "dqn" for c in contribs) and "dqn" in self.agents:
-                agent = self.agents["dqn"]
-                dqn_handle = agent.begin_experience(inputs.dqn_state, ACTION_INDEX[action])  # type: ignore[attr-defined]
-            self._opening[did] = OpenContext(did, inputs, contribs, ACTION_INDEX[action], dqn_handle)
-            while len(self._opening) > 64:
-                self._opening.pop(next(iter(self._opening)))
-            engine.submit(SubmitOrder(st.symbol, Side(action), qty, "auto", did))
-        engine.run_commands()
-        accepted = engine.orders.sent > sent_before  # sent past the risk gate; fills may follow
-        if not accepted:
+            result = engine.execute(ClosePosition(st.symbol, "auto", did))
+            return result.sent, result.reason
+        qty = engine.order_qty(st.symbol)
+        if qty is None or qty <= 0:
+            return False, "no price for sizing"
+        dqn_handle = None
+        if any(c.model == "dqn" for c in contribs) and "dqn" in self.agents:
+            agent = self.agents["dqn"]
+            dqn_handle = agent.begin_experience(inputs.dqn_state, ACTION_INDEX[action])  # type: ignore[attr-defined]
+        self._opening[did] = OpenContext(did, inputs, contribs, ACTION_INDEX[action], dqn_handle)
+        while len(self._opening) > 64:
+            self._opening.pop(next(iter(self._opening)))
+        result = engine.execute(SubmitOrder(st.symbol, Side(action), qty, "auto", did))
+        if not result.sent:
             self._opening.pop(did, None)
-        return accepted
+        return result.sent, result.reason
 
     # ------------------------------------------------------------------ learning on close
 
