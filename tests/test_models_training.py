@@ -174,19 +174,19 @@ def test_dqn_target_network_syncs_every_n_updates() -> None:
 def test_dqn_experience_is_rewarded_on_completion_only() -> None:
     agent = DQNAgent()
     state = random_inputs().dqn_state
-    h = agent.begin_experience(state, BUY)
+    h = agent.begin_transition(state, BUY)
     state[:] = 123.0  # the engine reusing its buffer must not change the stored state
     assert len(agent.replay) == 0
-    assert agent.pending_experiences == 1
-    assert agent.complete_experience(h, 0.25, np.zeros(DQN_INPUT, np.float32), done=True, regime="trending")
+    assert agent.pending_transitions == 1
+    assert agent.complete_transition(h, 0.25, np.zeros(DQN_INPUT, np.float32), done=True, regime="trending")
     assert len(agent.replay) == 1
-    assert agent.pending_experiences == 0
+    assert agent.pending_transitions == 0
     assert agent.replay.rewards[0] == pytest.approx(0.25 * 1.2)
     assert agent.replay.states[0, 0] != 123.0
     with pytest.raises(KeyError):
-        agent.complete_experience(h, 0.1, state)
-    h2 = agent.begin_experience(random_inputs().dqn_state, SELL)
-    assert not agent.complete_experience(h2, float("inf"), state)
+        agent.complete_transition(h, 0.1, state)
+    h2 = agent.begin_transition(random_inputs().dqn_state, SELL)
+    assert not agent.complete_transition(h2, float("inf"), state)
     assert len(agent.replay) == 1
     assert agent.skipped_updates == 1
 
@@ -255,7 +255,7 @@ def test_status_epsilon_and_inputs_example() -> None:
     inputs = ModelInputs.zeros()
     dqn = DQNAgent()
     pred = dqn.predict(inputs)
-    handle = dqn.begin_experience(inputs.dqn_state, pred.action)
+    handle = dqn.begin_transition(inputs.dqn_state, pred.action)
     dqn.train_on_reward(inputs, pred.action, 0.01, handle=handle, next_inputs=inputs)
     assert 0.0 < dqn.status()["epsilon"] <= 1.0
 

@@ -57,7 +57,7 @@ from models.common.schema import ACTIONS, CNN_TIMEFRAMES, COB_EXTRA, COB_LEVELS,
 if TYPE_CHECKING:
     from engine.core.engine import Engine
     from engine.market.symbol_state import SymbolState
-    from models.common.base_agent import Agent
+    from models.common.base_agent import Agent, Experience
     from models.common.inputs import ModelInputs, Prediction
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class OpenContext:
     inputs: ModelInputs
     contributions: tuple[Contribution, ...]
     action: int  # the position's side as an action index
-    dqn_handle: int | None = None
+    experiences: dict[str, Experience]  # per model, begun when the decision was made
     manual: bool = False
 
 
@@ -500,11 +500,10 @@ class Brain:
         qty = engine.order_qty(st.symbol)
         if qty is None or qty <= 0:
             return False, "no price for sizing"
-        dqn_handle = None
-        if any(c.model == "dqn" for c in contribs) and "dqn" in self.agents:
-            agent = self.agents["dqn"]
-            dqn_handle = agent.begin_experience(inputs.dqn_state, ACTION_INDEX[action])  # type: ignore[attr-defined]
-        self._opening[did] = OpenContext(did, inputs, contribs, ACTION_INDEX[action], dqn_handle)
+        act = ACTION_INDEX[action]
+        experiences = {c.model: self.agents[c.model].begin_experience(inputs, act)
+                       for c in contribs if c.model in self.agents}
+        self._opening[did] = OpenContext(did, inputs, contribs, act, experiences)
         while len(self._opening) > 64:
             self._opening.pop(next(iter(self._opening)))
         result = engine.execute(SubmitOrder(st.symbol, Side(action), qty, "auto", did))
@@ -526,8 +525,9 @@ class Brain:
         # A manual trade: the models learn from it as a labelled example, equally weighted.
         on = [k for k in MODEL_KEYS if self.enabled[k]]
         contribs = tuple(Contribution(k, ev.side.value, 1.0, 1.0 / len(on)) for k in on)
-        self.tracker[ev.position_id] = OpenContext(ev.decision_id, self.build_inputs(st), contribs,
-                                                   ACTION_INDEX[ev.side.value], None, manual=True)
+        inputs, act = self.build_inputs(st), ACTION_INDEX[ev.side.value]
+        experiences = {k: self.agents[k].begin_experience(inputs, act) for k in on}
+        self.tracker[ev.position_id] = OpenContext(ev.decision_id, inputs, contribs, act, experiences, manual=True)
 
     def _on_position_closed(self, ev: PositionClosed) -> None:
         ctx = self.tracker.pop(ev.position_id, None)
@@ -575,10 +575,7 @@ class Brain:
                 t0 = time.perf_counter()
                 skipped = ""
                 try:
-                    kwargs: dict[str, Any] = {"scale": scale}
-                    if key == "dqn" and ctx.dqn_handle is not None:
-                        kwargs["handle"] = ctx.dqn_handle
-                    loss = agent.train_on_reward(ctx.inputs, ctx.action, reward.total, **kwargs)
+                    loss = agent.train_on_outcome(ctx.experiences[key], reward.total, scale=scale)
                 except Exception as exc:  # a failing update must not kill the trainer
                     loss, skipped = None, f"error: {exc}"
                     log.exception("training %s failed", key)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -90,8 +90,23 @@ def _finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
+@dataclass(frozen=True, slots=True)
+class Experience:
+    """What a model saw and what was done, begun at decision time and completed with the
+    reward when the position it led to closes (:meth:`Agent.train_on_outcome`)."""
+
+    inputs: ModelInputs
+    action: int
+    handle: int | None = None  # the agent's own bookkeeping (the DQN's pending transition)
+
+
 class Agent:
-    """Common machinery: actor/learner copies, guarded updates, status, checkpoints."""
+    """Common machinery: actor/learner copies, guarded updates, status, checkpoints.
+
+    The engine talks to every model through the same four calls: :meth:`predict`,
+    :meth:`begin_experience` at decision time, :meth:`train_on_outcome` when the position
+    closes, and :meth:`save` / :meth:`load`.
+    """
 
     kind: ClassVar[str] = ""
     config: Any
@@ -128,6 +143,16 @@ class Agent:
     def predict(self, inputs: ModelInputs) -> Prediction:
         """Batch-1 inference under ``torch.inference_mode`` on the actor copy."""
         raise NotImplementedError
+
+    def begin_experience(self, inputs: ModelInputs, action: int) -> Experience:
+        """Remember what was seen and done at decision time (the inputs are not copied: the
+        engine hands out read-only arrays it never changes)."""
+        return Experience(inputs, int(action))
+
+    def train_on_outcome(self, experience: Experience, reward: float, *, scale: float = 1.0) -> float | None:
+        """Learn from the reward of the closed position ``experience`` led to, scaled by
+        ``scale``; the loss, or None when the update was skipped (counted) or not possible yet."""
+        return self.train_on_reward(experience.inputs, experience.action, reward, scale=scale)
 
     def train_on_reward(self, inputs: ModelInputs, action: int, reward: float, **kwargs: Any) -> float | None:
         """Learn from the reward of a closed position; the loss, or None if skipped."""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.common.base_agent import Agent, _finite
+from models.common.base_agent import Agent, Experience, _finite
 from models.common.inputs import ModelInputs, NonFiniteInputError, Prediction, PredictionRefused
 from models.dqn.dueling_dqn import DQNConfig, DuelingQNet, dqn_td_loss, epsilon_at
 from models.dqn.prioritized_replay import PrioritizedReplay
@@ -86,7 +86,7 @@ class DQNAgent(Agent):
             latency_ms=ms,
         )
 
-    def begin_experience(self, state: np.ndarray, action: int) -> int:
+    def begin_transition(self, state: np.ndarray, action: int) -> int:
         """Record (state, action) at decision time; the reward comes later via a handle."""
         state = np.array(state, dtype=np.float32)  # a copy: the engine may reuse its array
         if state.shape != (self.config.state_dim,):
@@ -101,10 +101,18 @@ class DQNAgent(Agent):
         return handle
 
     @property
-    def pending_experiences(self) -> int:
+    def pending_transitions(self) -> int:
         return len(self._pending)
 
-    def complete_experience(
+    def begin_experience(self, inputs: ModelInputs, action: int) -> Experience:
+        """The state and action go into the pending transitions now; the close completes them."""
+        return Experience(inputs, int(action), self.begin_transition(inputs.dqn_state, action))
+
+    def train_on_outcome(self, experience: Experience, reward: float, *, scale: float = 1.0) -> float | None:
+        return self.train_on_reward(experience.inputs, experience.action, reward, handle=experience.handle,
+                                    scale=scale)
+
+    def complete_transition(
         self, handle: int, reward: float, next_state: np.ndarray, done: bool = True, regime: str | None = None
     ) -> bool:
         """Attach the reward (from the position's close) and store in replay.
@@ -113,7 +121,7 @@ class DQNAgent(Agent):
         Returns False (counted as a skip) for non-finite numbers: they never enter replay.
         """
         if handle not in self._pending:
-            raise KeyError(f"unknown or already completed experience handle {handle}")
+            raise KeyError(f"unknown or already completed transition handle {handle}")
         state, action = self._pending.pop(handle)
         next_state = np.asarray(next_state, np.float32)
         if regime is not None:
@@ -168,15 +176,15 @@ class DQNAgent(Agent):
         regime: str | None = None,
         **_: Any,
     ) -> float | None:
-        """Complete an experience (``handle`` from :meth:`begin_experience`, or a new one
+        """Complete a transition (``handle`` from :meth:`begin_transition`, or a new one
         from ``inputs``) with ``reward * scale`` at the position's close, then train."""
         if handle is None:
             if inputs is None:
                 raise ValueError("train_on_reward needs either a handle or the inputs at open")
-            handle = self.begin_experience(inputs.dqn_state, action)
+            handle = self.begin_transition(inputs.dqn_state, action)
         ref = next_inputs if next_inputs is not None else inputs
         next_state = ref.dqn_state if ref is not None else self._pending[handle][0]
-        if not self.complete_experience(handle, reward * scale, next_state, True, regime):
+        if not self.complete_transition(handle, reward * scale, next_state, True, regime):
             return None
         losses = [x for x in (self.train_step() for _ in range(self.config.updates_per_experience)) if x is not None]
         return sum(losses) / len(losses) if losses else None
