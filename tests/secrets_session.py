@@ -77,7 +77,7 @@ async def session(data_dir: Path) -> None:
     (data_dir / "snapshot.txt").write_text(repr(engine.snapshot()) + "\n" + repr(engine.summary()) + "\n"
                                            + repr(executor) + repr(executor._credentials) + repr(vars(engine)))
     for key_name, agent in engine.brain.agents.items():
-        from engine.learning.brain import checkpoint_path
+        from engine.learning.host import checkpoint_path
 
         agent.save(checkpoint_path(cfg, key_name))
 

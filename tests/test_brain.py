@@ -146,8 +146,7 @@ def test_manual_round_trip_trains_the_models(tmp_path):
             break  # the sell fills after paper.latency_ms of market time
     engine.run_commands()
     assert len(engine.portfolio.closed) == 1
-    engine.brain._train_q.join()
-    engine.brain.drain_results()
+    engine.brain.wait_for_training()
     rewards = engine.brain.rewards
     assert len(rewards) == 1 and rewards[0].position_id == engine.portfolio.closed[0].position_id
     assert {t.model for t in trained} == {"cnn", "dqn", "cob"}

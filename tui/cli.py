@@ -407,9 +407,7 @@ def attach_models(engine: Any, cfg: Settings, *, deterministic: bool) -> None:
         return  # the desk says "no models loaded": no automatic decisions
     from engine.learning.brain import Brain
 
-    brain = Brain(engine, cfg, deterministic=deterministic)
-    engine.brain = brain
-    engine.on_shutdown(brain.close)
+    engine.attach_models(Brain(engine, cfg, deterministic=deterministic))
 
 
 async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None, args: argparse.Namespace) -> dict[str, Any] | None:

@@ -49,6 +49,7 @@ from engine.core.events import (
     Trade,
     TradingStateChanged,
 )
+from engine.core.ports import ModelsPort
 from engine.core.settings import Settings
 from engine.core.snapshot import (
     Candle,
@@ -96,8 +97,8 @@ class Engine:
         self.training: bool = True
         self.paused = False
         self.on_pause: Callable[[bool], None] | None = None
-        self.brain: Any = None  # set by engine.brain when models are loaded
-        self._shutdown_hooks: list[Callable[[], None]] = []
+        self.brain: ModelsPort | None = None  # the models, once attach_models() has been called
+        self._shutdown_hooks: list[Callable[[], object]] = []
         self.bar_listeners: list[Callable[[Bar], None]] = []  # e.g. offline training's series
         self._commands: deque[Command] = deque()
         self.log: deque[LogLine] = deque(maxlen=400)
@@ -111,7 +112,6 @@ class Engine:
         self.feed_info: dict[str, object] = {}
         self.cob: dict[str, Any] = {}  # symbol → engine.cob.ConsolidatedBook, set by the live driver
         self.replay_info: dict[str, object] = {}
-        self.device = "CPU"
         self._snap_seq = 0
         self.bus.on(SignalEmitted, self._on_signal)
         self.bus.on(DecisionMade, self._on_decision)
@@ -361,7 +361,15 @@ class Engine:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def on_shutdown(self, fn: Callable[[], None]) -> None:
+    def attach_models(self, models: ModelsPort) -> None:
+        """Plug the models in (the kernel does this once, before the first message); they
+        are closed, and their checkpoints saved, at shutdown."""
+        if self.brain is not None:
+            raise RuntimeError("models are already attached to this engine")
+        self.brain = models
+        self.on_shutdown(models.close)
+
+    def on_shutdown(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` at shutdown (last registered runs first)."""
         self._shutdown_hooks.append(fn)
 
@@ -468,7 +476,7 @@ class Engine:
             counters={"messages": self.messages, "fills": len(self.fills), "denials": self.denials,
                       "decisions": self.decisions, "orders_sent": self.orders_sent,
                       "open_orders": len(self.orders.open)},
-            device=self.device, banner=banner, trading_reason=self.risk.reason,
+            device=self.brain.device_label if self.brain is not None else "CPU", banner=banner, trading_reason=self.risk.reason,
             open_orders=tuple(OrderView(o.request.client_id, o.request.symbol, o.request.side.value, o.request.qty,
                                         o.filled, o.request.limit_price, o.state.value)
                               for o in self.orders.open.values()),

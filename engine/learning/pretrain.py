@@ -147,7 +147,7 @@ def collect(cfg: Settings, paths: list[Path], out: TextIO = sys.stderr) -> Serie
 
 def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.stderr) -> dict[str, object]:
     """Label, build samples, fit, save. Returns a report dict."""
-    from engine.learning.brain import checkpoint_path
+    from engine.learning.host import checkpoint_path
     from models.cnn.cnn_agent import CNNAgent
     from models.cnn.perfect_moves import build_cnn_samples, label_series
     from models.common.device import select_device

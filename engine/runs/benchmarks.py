@@ -197,11 +197,11 @@ def bench_backtest(cfg: Settings, paths: list[Path], tmp: Path) -> dict[str, Any
     engine, replay = build_replay_engine(bcfg, paths, None, mode="backtest")
     t0 = time.perf_counter()
     replay.run_sync()
-    engine.brain._train_q.join()
+    brain = engine.brain
+    brain.wait_for_training()
     wall = time.perf_counter() - t0
     span = (engine.clock.now_ns() - engine.replay_info["first_ns"]) / 1e9
-    brain = engine.brain
-    train_ms = list(brain.train_wall_ms)
+    train_ms = list(brain.trainer.wall_ms)
     summary = engine.summary(wall)
     engine.shutdown()
     return {
@@ -229,7 +229,7 @@ async def _paced(cfg: Settings, paths: list[Path], speed: float, tmp: Path) -> d
     clock = ReplayClock()
     engine = Engine(bcfg, clock, mode="replay")
     brain = Brain(engine, bcfg, deterministic=False)
-    engine.brain = brain
+    engine.attach_models(brain)
     replay = Replay(engine, paths, speed, clock)
     lags: list[float] = []
     stop = asyncio.Event()

@@ -1,0 +1,128 @@
+"""The model host: the three agents of one engine, their device, on/off state,
+checkpoints and status. Everything else in the engine reaches a model through here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.core.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.common.base_agent import Agent
+
+MODEL_KEYS = ("cnn", "dqn", "cob")
+
+
+def checkpoint_path(cfg: Settings, key: str) -> Path:
+    """Where the desk keeps model ``key``'s checkpoint for the configured preset."""
+    return cfg.data_dir() / "checkpoints" / f"{key}-{cfg.models.preset}.pt"
+
+
+class ModelHost:
+    """Builds the agents (seeded, on the configured device), loads their checkpoints, and
+    keeps which are on and which are failing. ``log(source, text, level)`` tells the desk."""
+
+    def __init__(self, cfg: Settings, log: Callable[[str, str, str], None]) -> None:
+        import torch
+
+        from models.common.base_agent import seed_everything
+        from models.common.device import device_description, select_device
+        from models.registry import AGENTS
+
+        self.cfg = cfg
+        self._log = log
+        m = cfg.models
+        self.device: torch.device = select_device(m.device)
+        self.device_label = device_description(self.device)
+        seed_everything(cfg.general.seed)
+        torch.set_num_threads(1)  # inference and training each get one core (BENCH.md)
+        self.agents: dict[str, Agent] = {}
+        for i, key in enumerate(MODEL_KEYS):
+            self.agents[key] = AGENTS[key](preset=m.preset, device=self.device, seed=cfg.general.seed + i,
+                                           name=key.upper())
+        self.enabled = {k: k in m.enabled for k in MODEL_KEYS}
+        self.loaded: dict[str, str] = {}
+        self.failing: dict[str, str] = {}
+        if m.load_checkpoints:
+            self.load_checkpoints()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def load_checkpoints(self) -> None:
+        from models.common.checkpoint import CheckpointError
+
+        for key, agent in self.agents.items():
+            path = checkpoint_path(self.cfg, key)
+            if not path.exists() and not path.with_suffix(".prev.pt").exists():
+                continue
+            try:
+                info = agent.load(path)
+            except CheckpointError as exc:
+                self._log("models", f"{key.upper()} checkpoint refused, starting untrained: {exc}", "error")
+                continue
+            self.loaded[key] = info["path"]
+            note = " (previous checkpoint: the latest was refused)" if info["fallback"] else ""
+            self._log("models", f"{key.upper()} loaded {Path(info['path']).name}, step {agent.training_steps}{note}",
+                      "info")
+
+    def save_checkpoints(self) -> dict[str, str]:
+        """Save every model that has trained; a model with non-finite weights is not saved."""
+        saved: dict[str, str] = {}
+        for key, agent in self.agents.items():
+            if agent.training_steps == 0 and key not in self.loaded:
+                continue  # an untrained model is not worth a file
+            try:
+                saved[key] = str(agent.save(checkpoint_path(self.cfg, key)))
+            except Exception as exc:  # non-finite weights, disk full: keep the previous file
+                self._log("models", f"{key.upper()} checkpoint not saved: {exc}", "error")
+        return saved
+
+    # ------------------------------------------------------------------ on/off and health
+
+    def toggle(self, key: str, enabled: bool | None) -> bool:
+        """Switch a model on/off (None flips); False for an unknown key (logged)."""
+        key = key.lower()
+        if key not in self.agents:
+            self._log("models", f"unknown model {key!r} (known: {', '.join(MODEL_KEYS)})", "warn")
+            return False
+        self.enabled[key] = (not self.enabled[key]) if enabled is None else enabled
+        self.agents[key].enabled = self.enabled[key]
+        self._log("models", f"{key.upper()} {'ON' if self.enabled[key] else 'OFF'}", "info")
+        return True
+
+    def available(self) -> list[str]:
+        """Models that are on and not failing."""
+        return [k for k in MODEL_KEYS if self.enabled[k] and k not in self.failing]
+
+    def trained(self, key: str) -> bool:
+        return self.agents[key].training_steps > 0 or key in self.loaded
+
+    def failed(self, key: str, why: str) -> None:
+        """A model's prediction raised: it drops out of fusion until it predicts again."""
+        if key not in self.failing:
+            self._log("models", f"{key.upper()} failed and drops out of fusion: {why}", "error")
+        self.failing[key] = why
+
+    def recovered(self, key: str) -> None:
+        self.failing.pop(key, None)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, signal_counts: Mapping[str, int], last_signal: Mapping[str, str]) -> list[dict[str, object]]:
+        out = []
+        for key, agent in self.agents.items():
+            s = agent.status()
+            s.update(key=key, enabled=self.enabled[key], state="trained" if self.trained(key) else "untrained",
+                     failing=self.failing.get(key, ""), signals=signal_counts.get(key, 0),
+                     checkpoint=self.loaded.get(key))
+            if key in last_signal:
+                s["signal"] = last_signal[key]
+            out.append(s)
+        return out
+
+    def training_steps(self) -> dict[str, int]:
+        return {k: a.training_steps for k, a in self.agents.items()}

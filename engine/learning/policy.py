@@ -1,0 +1,62 @@
+"""The decision policy: from the models' fresh signals and the open position to an action.
+
+Fusion (:mod:`engine.learning.fusion`) gives a score; the thresholds turn it into BUY /
+SELL / CLOSE / HOLD; then two rules of the desk's own: an automatic position held past
+``fusion.max_hold_s`` is closed, and a flat book sometimes takes the DQN's exploratory
+BUY/SELL (``fusion.explore_rate``) so the models get outcomes to learn from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.core.events import NS_PER_S
+from engine.core.settings import Settings
+from engine.learning.fusion import Fused, ModelSignal, decide, fuse
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # BUY / SELL / CLOSE / HOLD
+    fused: Fused
+    note: str = ""  # "max hold", "explore" or ""
+
+
+class DecisionPolicy:
+    """Fusion, thresholds, max hold and exploration, with their counters."""
+
+    def __init__(self, cfg: Settings) -> None:
+        f = cfg.fusion
+        self.weights = dict(f.weights)
+        self.open_threshold = f.open_threshold
+        self.close_threshold = f.close_threshold
+        self.max_hold_s = f.max_hold_s
+        self.explore_rate = f.explore_rate
+        self._explore_rng = np.random.default_rng(cfg.general.seed + 101)
+        self.explorations = 0
+        self.max_hold_closes = 0
+
+    def decide(self, fresh: Mapping[str, ModelSignal], side: str | None, entry_ts: int | None, now: int,
+               dqn_explored: str, allow_short: bool) -> Decision | None:
+        """``side``/``entry_ts`` of the open position (None when flat); ``dqn_explored`` the
+        DQN's epsilon-greedy action at its last prediction ("" when it did not explore).
+        None when no model is available: no decision is ever invented."""
+        fused = fuse(fresh, self.weights)
+        if fused is None:
+            return None
+        action = decide(fused.score, side, self.open_threshold, self.close_threshold, allow_short)
+        note = ""
+        if action == "HOLD" and side is not None and entry_ts is not None and self.max_hold_s > 0 and \
+                now - entry_ts > self.max_hold_s * NS_PER_S:
+            action, note = "CLOSE", "max hold"
+            self.max_hold_closes += 1
+        elif action == "HOLD" and side is None and self.explore_rate > 0 and \
+                self._explore_rng.random() < self.explore_rate and "dqn" in fresh and \
+                dqn_explored in ("BUY", "SELL") and (dqn_explored == "BUY" or allow_short):
+            # (the draw comes first: one draw per flat HOLD decision, whatever the DQN said)
+            action, note = dqn_explored, "explore"
+            self.explorations += 1
+        return Decision(action, fused, note)
