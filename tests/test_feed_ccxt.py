@@ -40,7 +40,7 @@ async def test_ccxt_pro_venue_streams_and_the_cob_merges_both_books(data_files, 
     samples = []
 
     async def watch(engine, driver):
-        cob = engine.cob["ETHUSDT"]
+        cob = driver.cob["ETHUSDT"]
         while True:
             await asyncio.sleep(0.02)
             if cob.venue_states() != {"binance": "LIVE", "binance-ccxt": "LIVE"}:
@@ -180,7 +180,7 @@ async def test_extra_venue_from_settings_builds_a_ccxt_pro_client(tmp_path):
     driver = LiveFeedDriver(engine, cfg)
     assert [f.venue for f in driver.venue_feeds] == ["okx"]
     assert isinstance(driver.venue_feeds[0].exchange, ccxt.pro.okx)
-    assert set(engine.cob) == {"ETHUSDT", "BTCUSDT"}
+    assert set(driver.cob) == {"ETHUSDT", "BTCUSDT"}
     await driver.venue_feeds[0].exchange.close()
     bad = live_settings(tmp_path, None, 'exchange.extra_venues=["nosuchvenue"]')
     with pytest.raises(ValueError, match="nosuchvenue"):

@@ -39,6 +39,7 @@ from engine.core.events import (
     Panic,
     PauseReplay,
     PositionClosed,
+    ReplayPaused,
     ResumeTrading,
     SetAutoTrading,
     SetOrderSize,
@@ -96,7 +97,6 @@ class Engine:
         self.auto_trade: bool = settings.trading.auto_trade and (executor is None or executor.name != "live")
         self.training: bool = True
         self.paused = False
-        self.on_pause: Callable[[bool], None] | None = None
         self.brain: ModelsPort | None = None  # the models, once attach_models() has been called
         self._shutdown_hooks: list[Callable[[], object]] = []
         self.bar_listeners: list[Callable[[Bar], None]] = []  # e.g. offline training's series
@@ -110,7 +110,6 @@ class Engine:
         self.messages = 0
         self.started_wall = time.perf_counter()
         self.feed_info: dict[str, object] = {}
-        self.cob: dict[str, Any] = {}  # symbol → engine.cob.ConsolidatedBook, set by the live driver
         self.replay_info: dict[str, object] = {}
         self._snap_seq = 0
         self.bus.on(SignalEmitted, self._on_signal)
@@ -160,12 +159,11 @@ class Engine:
         st = SymbolState(
             symbol=symbol,
             book=SyncedBook(symbol, request_snapshot, self._on_book_state),
-            bars=BarBuilder(symbol, TIMEFRAMES, None, s.bars.close_grace_ms * 1_000_000, s.bars.history),
+            bars=BarBuilder(symbol, TIMEFRAMES, self._on_bar_of, s.bars.close_grace_ms * 1_000_000, s.bars.history),
             ticks=TickCache(s.bars.tick_cache_s),
             filters=default_filters(symbol),
+            features={tf: BarFeatures() for tf in TIMEFRAMES},
         )
-        st.features = {tf: BarFeatures() for tf in TIMEFRAMES}
-        st.bars.on_close = lambda bar, st=st: self._on_bar(st, bar)  # type: ignore[misc]
         self.symbols[symbol] = st
         return st
 
@@ -213,6 +211,9 @@ class Engine:
         st.bars.add_trade(t)
         if self.orders.watching:  # resting limit orders fill when a trade prints through them
             self.orders.on_trade(t)
+
+    def _on_bar_of(self, bar: Bar) -> None:
+        self._on_bar(self.symbols[bar.symbol], bar)
 
     def _on_bar(self, st: SymbolState, bar: Bar) -> None:
         row = st.features[bar.timeframe].update(bar)
@@ -289,8 +290,7 @@ class Engine:
             self.orders.resume(now)
         elif isinstance(cmd, PauseReplay):
             self.paused = (not self.paused) if cmd.paused is None else cmd.paused
-            if self.on_pause:
-                self.on_pause(self.paused)
+            self.bus.publish(ReplayPaused(self.paused, now))  # the replay driver holds or resumes
         elif isinstance(cmd, SetOrderSize):
             self._set_order_size(cmd.steps, now)
 

@@ -204,6 +204,14 @@ class BookStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayPaused:
+    """The user paused (``paused``) or resumed a replay; the replay driver holds or goes on."""
+
+    paused: bool
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class OrderDenied:
     symbol: str
     side: Side

@@ -14,7 +14,7 @@ that the desk and the headless runner drive. It wires:
 - ``exchangeInfo`` filters into ``engine.symbols[sym].filters`` and REST klines into the
   bars and indicators, so models and charts start with history; a timeframe still short
   of a model window is listed in ``engine.feed_info["warming_up"]``;
-- extra venues (ccxt.pro) into ``engine.cob[sym]``, the consolidated book.
+- extra venues (ccxt.pro) into ``driver.cob[sym]``, the consolidated book.
 
 Everything the desk shows about the feed is in ``engine.feed_info``: ``streams`` (state
 and age of the last message per stream), ``reconnects``, ``resyncs``, ``status`` (one
@@ -92,9 +92,10 @@ class LiveFeedDriver:
             for v in venues:
                 self.venue_feeds.append(CcxtProFeed(v, unified, self.cfg, self.queue,
                                                     exchange=venue_exchanges.get(v), rng=self.rng))
-        engine.cob = {sym: ConsolidatedBook(sym) for sym in self.symbols}
+        # The consolidated book per symbol: Binance's synced book plus any ccxt.pro venues.
+        self.cob = {sym: ConsolidatedBook(sym) for sym in self.symbols}
         for sym in self.symbols:
-            engine.cob[sym].attach(self.feed.venue, engine.symbols[sym].book)
+            self.cob[sym].attach(self.feed.venue, engine.symbols[sym].book)
         # snapshot bookkeeping (see _request_snapshot)
         self._wanted: set[str] = set()
         self._depth_seen: set[str] = set()
@@ -261,12 +262,12 @@ class LiveFeedDriver:
             self._seed(item[2], item[3], item[4])
         elif kind == Kind.VENUE_BOOK:
             _, _, venue, sym, bids, asks = item
-            if sym in engine.cob:
-                engine.cob[sym].update(venue, bids, asks)
+            if sym in self.cob:
+                self.cob[sym].update(venue, bids, asks)
         elif kind == Kind.VENUE_STATE:
             _, _, venue, sym, state, reason = item
-            if sym in engine.cob:
-                engine.cob[sym].set_state(venue, state, reason)
+            if sym in self.cob:
+                self.cob[sym].set_state(venue, state, reason)
         elif kind == Kind.VENUE_TRADES:
             key = f"{item[2]}:{item[3]}"
             self.venue_trades[key] = self.venue_trades.get(key, 0) + item[4]
@@ -380,7 +381,7 @@ class LiveFeedDriver:
             if st is not None and st.state is BookState.STALE:
                 age = st.age_s()
                 self.engine.symbols[sym].book.mark_stale(f"no depth update for {age:.1f} s" if age else "no depth data")
-        for cob in self.engine.cob.values():
+        for cob in self.cob.values():
             cob.mark_stale_older_than(self.cfg.stale_after_s)
 
     def warming_up(self) -> list[str]:
@@ -425,7 +426,7 @@ class LiveFeedDriver:
                 "queue": self.queue.qsize(),
                 "parser_rejected": self.parser.stats.rejected_total,
                 "rest": dict(self.rest.counters),
-                "venues": {sym: cob.venue_states() for sym, cob in engine.cob.items()},
+                "venues": {sym: cob.venue_states() for sym, cob in self.cob.items()},
                 "offline_hint": "" if feed.connected else OFFLINE_HINT,
                 "recording": self.recorder.info() if self.recorder is not None else None,
             },

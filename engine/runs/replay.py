@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.core.clock import ReplayClock
 from engine.core.engine import Engine
-from engine.core.events import NS_PER_S, MarketData
+from engine.core.events import NS_PER_S, MarketData, ReplayPaused
 from engine.market.capture import CaptureLine, merged_lines
 from engine.market.parse import Parser
 
@@ -49,15 +49,15 @@ class Replay:
         self.linger = False  # the desk sets this: keep time moving after the data ends
         self._resume = asyncio.Event()
         self._resume.set()
-        engine.on_pause = self._on_pause
+        engine.bus.on(ReplayPaused, self._on_paused)
         engine.replay_info.update(speed=_speed_label(speed), paused=False, progress=0, done=False)
 
-    def _on_pause(self, paused: bool) -> None:
-        if paused:
+    def _on_paused(self, ev: ReplayPaused) -> None:
+        if ev.paused:
             self._resume.clear()
         else:
             self._resume.set()
-        self.engine.replay_info["paused"] = paused
+        self.engine.replay_info["paused"] = ev.paused
 
     def events(self) -> Iterator[tuple[int, MarketData]]:
         """Parsed market data in receive order, with symbols for bare REST snapshots."""
