@@ -26,6 +26,7 @@ from engine.core.clock import ReplayClock
 from engine.core.engine import Engine
 from engine.core.events import NS_PER_S, ClosePosition, OrderFilled, Side, SubmitOrder
 from engine.execution.ledger import Ledger
+from engine.kernel import build_engine
 from tests.synthetic import T0, Market
 
 OVERRIDES = [
@@ -40,7 +41,7 @@ def make(db: Path, data_dir: Path) -> tuple[Engine, ReplayClock]:
     ledger = Ledger(db, "paper")
     last = ledger.query("SELECT max(updated_ns) FROM orders")[0][0] or T0
     clock = ReplayClock(last)  # time goes on from where the last run stopped
-    return Engine(cfg, clock, mode="live", ledger=ledger), clock
+    return build_engine(cfg, mode="live", clock=clock, ledger=ledger), clock
 
 
 def run(db: Path, n_orders: int, seed: int) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.core import settings
-from engine.core.clock import WallClock
 from engine.core.engine import Engine
 from engine.core.events import BookState, BookStateChanged, OrderDenied, OrderFilled, Side, SubmitOrder
+from engine.execution.ledger import Ledger
+from engine.kernel import live_session
 from engine.market.recorder import Recorder
 from engine.runs.live_driver import LiveFeedDriver
 from engine.testing.fake_exchange import FakeExchange, Scenario
@@ -102,9 +103,9 @@ async def run_live(paths: list[Path], scenario: Scenario, tmp: Path, *extra: str
     async with FakeExchange(paths, scenario) as fx:
         venues = setup(fx) if setup is not None else None
         cfg = live_settings(tmp, fx, *extra)
-        engine = Engine(cfg, WallClock(), mode="live")
-        driver = LiveFeedDriver(engine, cfg, until_closed=until_closed, max_seconds=max_seconds, recorder=recorder,
-                                venue_exchanges=venues)
+        session = live_session(cfg, models=False, ledger=Ledger.memory(), until_closed=until_closed,
+                               max_seconds=max_seconds, recorder=recorder, venue_exchanges=venues)
+        engine, driver = session.engine, session.live
         probe = OrderProbe(engine)
         watcher = asyncio.create_task(watch(engine, driver)) if watch is not None else None
         try:

@@ -17,15 +17,14 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+from engine import kernel
 from engine.core import settings
 from engine.core.clock import ReplayClock
-from engine.core.engine import Engine
 from engine.core.events import Side, SubmitOrder
 from engine.execution.ledger import Ledger, ledger_path
-from engine.execution.live_executor import build_live_executor
 from tests.fake_ccxt import FakeFactory
 from tests.synthetic import T0, Market
-from tui.cli import attach_models, setup_logging
+from tui.cli import setup_logging
 
 
 class IdleDriver:
@@ -47,11 +46,11 @@ async def session(data_dir: Path) -> None:
         log.exception("a traceback with the secret in it")
 
     factory = FakeFactory()
-    executor = build_live_executor(cfg.live, exchange_factory=factory)
+    executor = kernel.live_executor(cfg, exchange_factory=factory)
     ledger = Ledger(ledger_path(cfg.data_dir(), "live"), "live")
     clock = ReplayClock(T0)
-    engine = Engine(cfg, clock, mode="live", ledger=ledger, executor=executor)
-    attach_models(engine, cfg, deterministic=True)
+    engine = kernel.build_engine(cfg, mode="live", clock=clock, ledger=ledger, executor=executor)
+    kernel.attach_models(engine, cfg, deterministic=True)
     mkt = Market(engine, clock)
     mkt.start([("1999.50", "5")], [("2000.00", "5")])
     engine.confirm_live(engine.live_confirmation_phrase)

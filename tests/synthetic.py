@@ -9,6 +9,7 @@ from typing import Any
 from engine.core.clock import ReplayClock
 from engine.core.engine import Engine
 from engine.core.events import NS_PER_MS, NS_PER_S, BookDelta, BookSnapshot, Trade
+from engine.kernel import build_engine
 
 T0 = 1_723_161_600 * NS_PER_S  # 2024-08-09 00:00 UTC
 
@@ -83,5 +84,5 @@ def make_engine(cfg: Any, *overrides: str, ledger: Any = None, executor: Any = N
     if overrides:
         cfg = cfg.with_overrides(list(overrides))
     clock = ReplayClock(T0)
-    engine = Engine(cfg, clock, mode=mode, ledger=ledger, executor=executor)
+    engine = build_engine(cfg, mode=mode, clock=clock, ledger=ledger, executor=executor)
     return engine, Market(engine, clock)

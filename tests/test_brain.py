@@ -10,7 +10,7 @@ import pytest
 
 from engine.core import settings
 from engine.core.events import DecisionMade, ModelTrained, Side, SignalEmitted, SubmitOrder, ToggleModel
-from tui.cli import build_replay_engine
+from engine.kernel import replay_session
 
 from .conftest import ETH, need_data
 
@@ -20,7 +20,8 @@ def make_cfg(tmp_path, *extra):
 
 
 def run(cfg, paths, on_decision=None):
-    engine, replay = build_replay_engine(cfg, paths, None)
+    session = replay_session(cfg, paths, None)
+    engine, replay = session.engine, session.replay
     decisions: list[DecisionMade] = []
     signals: list[SignalEmitted] = []
     engine.bus.on(SignalEmitted, signals.append)
@@ -127,7 +128,8 @@ def test_manual_round_trip_trains_the_models(tmp_path):
     """A closed manual position gives a reward that trains each model (labelled example)."""
     need_data(*ETH)
     cfg = make_cfg(tmp_path, "fusion.explore_rate=0", "trading.auto_trade=false")
-    engine, replay = build_replay_engine(cfg, ETH[:1], None)
+    session = replay_session(cfg, ETH[:1], None)
+    engine, replay = session.engine, session.replay
     trained: list[ModelTrained] = []
     engine.bus.on(ModelTrained, trained.append)
     events = replay.events()

@@ -10,14 +10,13 @@ import ccxt
 import ccxt.pro
 import pytest
 
-from engine.core.clock import WallClock
-from engine.core.engine import Engine
 from engine.core.events import BookDelta, BookSnapshot, BookState
+from engine.execution.ledger import Ledger
+from engine.kernel import live_session
 from engine.market.book import SyncedBook
 from engine.market.consolidated import ConsolidatedBook
 from engine.market.feeds.base import FeedConfig, Kind
 from engine.market.feeds.ccxtpro import CcxtProFeed
-from engine.runs.live_driver import LiveFeedDriver
 from engine.testing.fake_exchange import Scenario
 
 from .livekit import live_settings, report, run_live
@@ -176,12 +175,11 @@ def test_cob_merges_only_live_venues():
 
 async def test_extra_venue_from_settings_builds_a_ccxt_pro_client(tmp_path):
     cfg = live_settings(tmp_path, None, 'exchange.extra_venues=["okx"]')
-    engine = Engine(cfg, WallClock(), mode="live")
-    driver = LiveFeedDriver(engine, cfg)
+    driver = live_session(cfg, models=False, ledger=Ledger.memory()).live
     assert [f.venue for f in driver.venue_feeds] == ["okx"]
     assert isinstance(driver.venue_feeds[0].exchange, ccxt.pro.okx)
     assert set(driver.cob) == {"ETHUSDT", "BTCUSDT"}
     await driver.venue_feeds[0].exchange.close()
     bad = live_settings(tmp_path, None, 'exchange.extra_venues=["nosuchvenue"]')
     with pytest.raises(ValueError, match="nosuchvenue"):
-        LiveFeedDriver(Engine(bad, WallClock(), mode="live"), bad)
+        live_session(bad, models=False, ledger=Ledger.memory())

@@ -15,11 +15,10 @@ from decimal import Decimal
 import pytest
 
 from engine.core import settings
-from engine.core.clock import WallClock
-from engine.core.engine import Engine
+from engine.execution.ledger import Ledger
+from engine.kernel import live_session
 from engine.market.feeds.base import Backoff
 from engine.market.feeds.rest import RestClient, RestError, parse_klines
-from engine.runs.live_driver import LiveFeedDriver
 from engine.testing.fake_exchange import FakeExchange, Scenario
 from models.common.schema import WINDOW
 
@@ -141,8 +140,8 @@ async def test_unreachable_exchange_says_so_keeps_retrying_then_recovers(data_fi
     cfg = live_settings(tmp_path, None, f'exchange.ws_url="ws://127.0.0.1:{port}"',
                         f'exchange.rest_url="http://127.0.0.1:{port}"', "exchange.backoff_base_s=0.05",
                         "exchange.backoff_max_s=0.4", "exchange.timeout_s=1.0")
-    engine = Engine(cfg, WallClock(), mode="live")
-    driver = LiveFeedDriver(engine, cfg, max_seconds=60)
+    session = live_session(cfg, models=False, ledger=Ledger.memory(), max_seconds=60)
+    engine, driver = session.engine, session.live
     task = asyncio.create_task(driver.run())
     deadline = time.monotonic() + 20
     while len(driver.feed.delays) < 6 and time.monotonic() < deadline:

@@ -257,10 +257,10 @@ def test_models_journal_signals_decisions_rewards_and_training(cfg):
 
 
 def test_each_replay_gets_its_own_ledger(cfg, tmp_path):
-    from tui.cli import build_replay_engine
+    from engine.kernel import replay_session
 
-    a, _ = build_replay_engine(cfg.with_overrides(["models.enabled=[]"]), [], None)
-    b, _ = build_replay_engine(cfg.with_overrides(["models.enabled=[]"]), [], None)
+    a = replay_session(cfg.with_overrides(["models.enabled=[]"]), [], None).engine
+    b = replay_session(cfg.with_overrides(["models.enabled=[]"]), [], None).engine
     assert a.ledger.path != b.ledger.path
     assert a.ledger.path.parent == cfg.data_dir() / "ledger" / "runs"
     assert a.ledger.nonce == b.ledger.nonce == "replay"  # deterministic client ids

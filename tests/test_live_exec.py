@@ -13,10 +13,9 @@ from decimal import Decimal
 import pytest
 
 from engine.core.events import OrderDenied, ResumeTrading, Side, SubmitOrder
-from engine.core.secrets import Credentials, Secret
 from engine.execution.executor import OrderRequest, OrderType
 from engine.execution.ledger import Ledger
-from engine.execution.live_executor import LiveExecutor
+from engine.kernel import build_engine, live_executor
 
 from .conftest import ROOT
 from .fake_ccxt import FakeFactory
@@ -39,8 +38,8 @@ async def until(cond, timeout: float = 3.0) -> None:
 
 def live_setup(cfg, tmp_path, *overrides, resolve_delay_s=0.01, attempts=3, setup=None, **fake_kw):
     factory = FakeFactory(setup=setup, **fake_kw)
-    ex = LiveExecutor("binance", Credentials(Secret(KEY), Secret(SECRET)), sandbox=True,
-                      resolve_attempts=attempts, resolve_delay_s=resolve_delay_s, exchange_factory=factory)
+    cfg = cfg.with_overrides([f"live.resolve_attempts={attempts}", f"live.resolve_delay_ms={round(resolve_delay_s * 1000)}"])
+    ex = live_executor(cfg, env={"TRADEDESK_API_KEY": KEY, "TRADEDESK_API_SECRET": SECRET}, exchange_factory=factory)
     led = Ledger(tmp_path / "ledger" / "live.db", "live")
     engine, mkt = make_engine(cfg, *overrides, ledger=led, executor=ex, mode="live")
     mkt.start(BIDS, ASKS)
@@ -276,9 +275,8 @@ async def test_other_exchange_errors_are_classified(cfg, tmp_path, fault):
 async def test_automatic_trading_is_on_for_paper_and_off_for_live_orders(cfg, tmp_path):
     """SPEC §4: auto on by default for paper (live data too), off for real orders until switched on."""
     from engine.core.clock import WallClock
-    from engine.core.engine import Engine
 
-    paper = Engine(cfg, WallClock(), mode="live")
+    paper = build_engine(cfg, mode="live", clock=WallClock())
     assert paper.auto_trade is True and paper.mode_label() == "PAPER"
     engine, _, _, _ = live_setup(cfg, tmp_path)
     assert engine.auto_trade is False

@@ -80,10 +80,11 @@ def test_short_refused_when_disabled():
 def test_paper_engine_buy_then_sell_on_real_book(btc_files, cfg):
     """A manual round trip through the engine on the real recorded book."""
     from engine.core.events import SubmitOrder
-    from tui.cli import build_replay_engine
+    from engine.kernel import replay_session
 
     cfg = cfg.with_overrides(["trading.auto_trade=false"])  # only the manual orders of this test
-    engine, replay = build_replay_engine(cfg, btc_files[:1], None)
+    session = replay_session(cfg, btc_files[:1], None)
+    engine, replay = session.engine, session.replay
     events = replay.events()
     for ts, ev in events:  # run until the book is LIVE
         replay.clock.advance(ts)

@@ -9,10 +9,9 @@ import sys
 
 import pytest
 
-from engine.core.clock import ReplayClock
-from engine.core.engine import Engine
+from engine.execution.ledger import Ledger
+from engine.kernel import replay_session
 from engine.market.recorder import Recorder
-from engine.runs.replay import Replay
 from engine.testing.fake_exchange import FakeExchange, Scenario
 from models.common.schema import TIMEFRAMES
 
@@ -42,9 +41,8 @@ async def test_recording_replays_to_the_same_trades_bars_and_book(data_files, tm
     stamps = [int(line.split(b" ", 1)[0]) for line in lines]
     assert stamps == sorted(stamps)
 
-    clock = ReplayClock()
-    replayed = Engine(live_settings(tmp_path), clock, mode="replay")
-    replay = Replay(replayed, [path], None, clock)
+    session = replay_session(live_settings(tmp_path), [path], None, models=False, ledger=Ledger.memory())
+    replayed, replay = session.engine, session.replay
     replay.run_sync()
 
     for sym in ("BTCUSDT", "ETHUSDT"):

@@ -96,11 +96,12 @@ def test_exported_bars_match_independent_computation(data_files, tmp_path):
 
 
 def test_replay_is_deterministic_in_process(btc_files, cfg):
-    from tui.cli import build_replay_engine
+    from engine.kernel import replay_session
 
     results = []
     for _ in range(2):
-        engine, replay = build_replay_engine(cfg, btc_files, None)
+        session = replay_session(cfg, btc_files, None)
+        engine, replay = session.engine, session.replay
         replay.run_sync()
         st = engine.symbols["BTCUSDT"]
         results.append((st.trades, st.book.last_update_id, st.book.best_bid(), st.book.best_ask(),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.core.snapshot import Marker
-from tui.cli import build_replay_engine
+from engine.kernel import replay_session
 from tui.widgets.charts import PriceChart, SecondsChart
 
 from .conftest import BTC, need_data
@@ -20,7 +20,8 @@ def snap(tmp_path_factory):
     btc_files = BTC
     cfg = settings.load(search=False, overrides=[
         f'general.data_dir="{tmp_path_factory.mktemp("data")}"', "models.enabled=[]"])
-    engine, replay = build_replay_engine(cfg, btc_files, None)
+    session = replay_session(cfg, btc_files, None)
+    engine, replay = session.engine, session.replay
     replay.run_sync()
     return engine.snapshot()
 

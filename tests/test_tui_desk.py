@@ -19,9 +19,9 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from engine.core.events import DecisionMade, PauseReplay
+from engine.kernel import replay_session
 from tui import format as fmt
 from tui.app import DeskApp
-from tui.cli import build_replay_engine
 from tui.screens.desk import DeskScreen
 from tui.screens.dialogs import ConfirmQuit, HelpScreen
 from tui.widgets.charts import PriceChart, SecondsChart
@@ -47,8 +47,9 @@ def desk_settings(tmp_path: Path, *extra: str):
 
 def make_desk(tmp_path: Path, files: list[Path], speed: float | None, *extra: str):
     cfg = desk_settings(tmp_path, *extra)
-    engine, replay = build_replay_engine(cfg, files, speed)
-    replay.linger = True  # as `tradedesk replay` does: time moves on after the data ends
+    # linger, as `tradedesk replay` does: time moves on after the data ends
+    session = replay_session(cfg, files, speed, linger=True)
+    engine, replay = session.engine, session.replay
     return DeskApp(cfg, engine, replay), engine, replay
 
 
@@ -357,7 +358,8 @@ async def test_models_pane_shows_each_model_and_its_toggle(btc_files, tmp_path):
     # The real models (small preset, CPU), fresh: nothing loaded from a checkpoint.
     cfg = desk_settings(tmp_path, 'models.enabled=["cnn", "dqn", "cob"]', "models.load_checkpoints=false",
                         'models.device="cpu"')
-    engine, replay = build_replay_engine(cfg, btc_files, 5.0)
+    session = replay_session(cfg, btc_files, 5.0)
+    engine, replay = session.engine, session.replay
     # The pane shows the models' status before any data; paused, no inference competes with the test.
     engine.submit(PauseReplay(True))
     engine.run_commands()
@@ -384,7 +386,8 @@ async def test_model_keys_take_a_model_out_of_the_following_decisions(btc_files,
     pressed again, the COB model is back in them."""
     cfg = desk_settings(tmp_path, 'models.enabled=["cnn", "dqn", "cob"]', "models.load_checkpoints=false",
                         'models.device="cpu"')
-    engine, replay = build_replay_engine(cfg, btc_files, 20.0)
+    session = replay_session(cfg, btc_files, 20.0)
+    engine, replay = session.engine, session.replay
     decisions: list[DecisionMade] = []
     engine.bus.on(DecisionMade, decisions.append)
     app = DeskApp(cfg, engine, replay)

@@ -12,9 +12,9 @@ from rich.text import Text
 from textual.widgets import Input
 from textual.worker import WorkerState
 
+from engine.kernel import live_executor, live_session, replay_session
 from engine.testing.fake_exchange import FakeExchange, Scenario
 from tui.app import DeskApp
-from tui.cli import build_live_engine
 from tui.widgets.header import Banner, DeskHeader
 
 from .livekit import live_settings
@@ -46,7 +46,8 @@ async def test_live_desk_shows_streams_then_a_lost_feed_as_not_live(btc_files, t
     async with FakeExchange(btc_files, scenario) as fx:
         cfg = live_settings(tmp_path, fx, "exchange.stale_after_s=0.5", "symbols.primary=BTC/USDT",
                             'symbols.reference=""', "ui.refresh_hz=10")
-        engine, driver = build_live_engine(cfg, args(), with_models=False)
+        session = live_session(cfg, models=False)
+        engine, driver = session.engine, session.live
         app = DeskApp(cfg, engine, driver)
         async with app.run_test(size=(160, 48)) as pilot:
             desk = app.desk
@@ -88,13 +89,8 @@ SECRET = "desk-canary-secret-93ab40"
 
 
 async def test_live_orders_wait_for_the_typed_phrase_and_secrets_never_show(btc_files, tmp_path):
-    from engine.core.clock import ReplayClock
-    from engine.core.engine import Engine
     from engine.core.events import PauseReplay
-    from engine.core.secrets import Credentials, Secret
     from engine.execution.ledger import Ledger
-    from engine.execution.live_executor import LiveExecutor
-    from engine.runs.replay import Replay
     from tui.screens.desk import DeskScreen
     from tui.screens.dialogs import ConfirmLive
     from tui.widgets.logs import EventLog
@@ -104,11 +100,11 @@ async def test_live_orders_wait_for_the_typed_phrase_and_secrets_never_show(btc_
     # A live executor (the fake ccxt stands in for the exchange; nothing is sent here) over
     # the recorded market, paused at the start: this test is about the confirmation.
     cfg = live_settings(tmp_path, None, "ui.refresh_hz=10")
-    executor = LiveExecutor("binance", Credentials(Secret(KEY), Secret(SECRET)), sandbox=True,
-                            exchange_factory=FakeFactory())
-    clock = ReplayClock()
-    engine = Engine(cfg, clock, mode="live", ledger=Ledger(tmp_path / "live.db", "live"), executor=executor)
-    replay = Replay(engine, btc_files, 50.0, clock)
+    executor = live_executor(cfg, env={"TRADEDESK_API_KEY": KEY, "TRADEDESK_API_SECRET": SECRET},
+                             exchange_factory=FakeFactory())
+    session = replay_session(cfg, btc_files, 50.0, mode="live", models=False,
+                             ledger=Ledger(tmp_path / "live.db", "live"), executor=executor)
+    engine, replay = session.engine, session.replay
     engine.submit(PauseReplay(True))
     engine.run_commands()
     phrase = engine.live_confirmation_phrase
@@ -152,7 +148,8 @@ async def test_unreachable_exchange_offers_the_sample_replay_on_a_key(tmp_path):
         f'general.data_dir="{tmp_path}"', f'exchange.ws_url="ws://127.0.0.1:{port}"',
         f'exchange.rest_url="http://127.0.0.1:{port}"', "exchange.backoff_base_s=0.1", "exchange.backoff_max_s=0.5",
         "ui.refresh_hz=10", "exchange.backfill=false"])
-    engine, driver = build_live_engine(cfg, args(), with_models=False)
+    session = live_session(cfg, models=False)
+    engine, driver = session.engine, session.live
     app = DeskApp(cfg, engine, driver)
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: str(engine.feed_info.get("status", "")).startswith("cannot reach"),

@@ -174,12 +174,10 @@ def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
     if args.headless:
         summary = asyncio.run(_headless_live(cfg, args))
         return 0 if summary is not None else 1
-    from tui.app import run_desk
+    from tui.app import SWITCH_TO_DEMO, run_desk
 
-    engine, driver = build_live_engine(cfg, args)
-    from tui.app import SWITCH_TO_DEMO
-
-    rc = run_desk(cfg, engine, driver, args)
+    session = live_session_from_args(cfg, args)
+    rc = run_desk(cfg, session.engine, session.live, args)
     if rc == SWITCH_TO_DEMO:
         print("tradedesk: live exchange unreachable: opening the sample replay", file=sys.stderr)
         args.samples, args.speed = None, "1"
@@ -202,24 +200,18 @@ def cmd_record(args: argparse.Namespace, cfg: Settings) -> int:
     return 0 if summary is not None else 1
 
 
-def build_live_engine(cfg: Settings, args: argparse.Namespace, recorder: Any = None,
-                      with_models: bool = True) -> tuple[Any, Any]:
-    from engine.core.clock import WallClock
-    from engine.core.engine import Engine
-    from engine.runs.live_driver import LiveFeedDriver
+def live_session_from_args(cfg: Settings, args: argparse.Namespace, recorder: Any = None,
+                           with_models: bool = True) -> Any:
+    """The kernel's live session for these command-line options."""
+    from engine.kernel import live_session
 
-    ledger, executor = build_execution(cfg, bool(getattr(args, "live", False)))
-    engine = Engine(cfg, WallClock(), mode="live", ledger=ledger, executor=executor)
-    if executor is not None and args.headless:
-        engine.confirm_live(engine.live_confirmation_phrase)  # typed on the terminal before the start
     max_s = getattr(args, "max_seconds", None)
     if getattr(args, "minutes", None) is not None:
         max_s = args.minutes * 60 if max_s is None else min(max_s, args.minutes * 60)
-    driver = LiveFeedDriver(engine, cfg, recorder=recorder, max_seconds=max_s,
-                            until_closed=bool(getattr(args, "until_closed", False)))
-    if with_models:
-        attach_models(engine, cfg, deterministic=False)
-    return engine, driver
+    return live_session(cfg, live_orders=bool(getattr(args, "live", False)),
+                        confirmed=bool(getattr(args, "live", False)) and args.headless,  # typed on the terminal
+                        models=with_models, recorder=recorder, max_seconds=max_s,
+                        until_closed=bool(getattr(args, "until_closed", False)))
 
 
 async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any = None,
@@ -227,7 +219,8 @@ async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any 
     from engine.runs.headless import Stopwatch, write_summary
     from engine.runs.live_driver import live_status_loop
 
-    engine, driver = build_live_engine(cfg, args, recorder, with_models)
+    session = live_session_from_args(cfg, args, recorder, with_models)
+    engine, driver = session.engine, session.live
     watch = Stopwatch()
     await _drive(driver, live_status_loop(engine))
     if engine.executor.name == "live":
@@ -245,6 +238,7 @@ async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any 
 def cmd_backtest(args: argparse.Namespace, cfg: Settings) -> int:
     import json
 
+    from engine.kernel import replay_session
     from engine.runs.backtest import EquityRecorder, render, report
     from engine.runs.headless import Stopwatch, write_summary
 
@@ -253,7 +247,8 @@ def cmd_backtest(args: argparse.Namespace, cfg: Settings) -> int:
         if not p.is_file():
             print(f"tradedesk backtest: no such recording: {p}", file=sys.stderr)
             return 2
-    engine, replay = build_replay_engine(cfg, paths, None, mode="backtest")
+    session = replay_session(cfg, paths, None, mode="backtest")
+    engine, replay = session.engine, session.replay
     equity = EquityRecorder(engine)
     watch = Stopwatch()
     try:
@@ -352,41 +347,12 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> in
     if args.headless:
         summary = asyncio.run(_headless_replay(cfg, paths, speed, args))
         return 0 if summary is not None else 1
+    from engine.kernel import replay_session
     from tui.app import run_desk
 
-    engine, replay = build_replay_engine(cfg, paths, speed)
-    replay.linger = True  # orders pressed after the data ends still fill on the last book
-    return run_desk(cfg, engine, replay, args)
-
-
-def build_replay_engine(cfg: Settings, paths: list[Path], speed: float | None, mode: str = "replay") -> tuple[Any, Any]:
-    from engine.core.clock import ReplayClock
-    from engine.core.engine import Engine
-    from engine.execution.ledger import Ledger, replay_ledger_path
-    from engine.runs.replay import Replay
-
-    clock = ReplayClock()
-    # A fresh ledger per run: replays stay deterministic and never restore into each other.
-    ledger = Ledger(replay_ledger_path(cfg.data_dir()), "replay", durable=False)
-    engine = Engine(cfg, clock, mode=mode, ledger=ledger)  # symbols are added as they appear in the data
-    attach_models(engine, cfg, deterministic=True)
-    replay = Replay(engine, paths, speed, clock)
-    return engine, replay
-
-
-def build_execution(cfg: Settings, live: bool) -> tuple[Any, Any]:
-    """The account ledger and the executor: paper (default) or live (``--live``).
-
-    Paper and live keep separate ledgers, ``<data_dir>/ledger/paper.db`` and ``live.db``.
-    """
-    from engine.execution.ledger import Ledger, ledger_path
-
-    if not live:
-        return Ledger(ledger_path(cfg.data_dir(), "paper"), "paper"), None
-    from engine.execution.live_executor import build_live_executor
-
-    executor = build_live_executor(cfg.live)  # raises MissingCredentials without keys
-    return Ledger(ledger_path(cfg.data_dir(), "live"), "live"), executor
+    # linger: orders pressed after the data ends still fill on the last book
+    session = replay_session(cfg, paths, speed, linger=True)
+    return run_desk(cfg, session.engine, session.replay, args)
 
 
 def confirm_live_on_terminal(cfg: Settings, stdin: Any = None, out: Any = None) -> bool:
@@ -401,19 +367,12 @@ def confirm_live_on_terminal(cfg: Settings, stdin: Any = None, out: Any = None) 
     return line.strip() == phrase
 
 
-def attach_models(engine: Any, cfg: Settings, *, deterministic: bool) -> None:
-    """Load the models into the engine unless every one is switched off in settings."""
-    if not cfg.models.enabled:
-        return  # the desk says "no models loaded": no automatic decisions
-    from engine.learning.brain import Brain
-
-    engine.attach_models(Brain(engine, cfg, deterministic=deterministic))
-
-
 async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None, args: argparse.Namespace) -> dict[str, Any] | None:
+    from engine.kernel import replay_session
     from engine.runs.headless import Stopwatch, export_bars, status_loop, write_summary
 
-    engine, replay = build_replay_engine(cfg, paths, speed)
+    session = replay_session(cfg, paths, speed)
+    engine, replay = session.engine, session.replay
     watch = Stopwatch()
     await _drive(replay, status_loop(engine))
     engine.shutdown()

@@ -56,10 +56,11 @@ def _desk_app(cfg: Any, engine: Any, replay: Any, on_mounted: Any) -> Any:
 
 def startup(data: Path) -> dict[str, Any]:
     t0 = float(os.environ.get("TRADEDESK_BENCH_T0", "0")) or None
-    from tui.cli import build_replay_engine
+    from engine.kernel import replay_session
 
     cfg = _settings(Path(tempfile.mkdtemp(prefix="tradedesk-b12-")))
-    engine, replay = build_replay_engine(cfg, [data / n for n in R1], 1.0)
+    session = replay_session(cfg, [data / n for n in R1], 1.0)
+    engine, replay = session.engine, session.replay
     models_at = time.time()
     out: dict[str, Any] = {}
 
@@ -78,11 +79,12 @@ def startup(data: Path) -> dict[str, Any]:
 
 
 def ui(data: Path, seconds: float, hz: float) -> dict[str, Any]:
-    from tui.cli import build_replay_engine
+    from engine.kernel import replay_session
 
     extra = [f"ui.refresh_hz={hz:g}"] if hz > 0 else []
     cfg = _settings(Path(tempfile.mkdtemp(prefix="tradedesk-b10-")), *extra)
-    engine, replay = build_replay_engine(cfg, [data / n for n in R1], 1.0)
+    session = replay_session(cfg, [data / n for n in R1], 1.0)
+    engine, replay = session.engine, session.replay
     out: dict[str, Any] = {"hz": hz, "seconds": seconds}
     if hz <= 0:
         async def headless() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 from engine.core.bus import Bus
 from engine.core.clock import Clock
 from engine.core.events import (
-    NS_PER_MS,
     NS_PER_S,
     Bar,
     BestBidAsk,
@@ -66,7 +65,6 @@ from engine.core.symbols import default_filters, display_symbol
 from engine.execution.executor import Executor
 from engine.execution.ledger import Ledger
 from engine.execution.orders import OrderManager, OrderPorts, OrderResult
-from engine.execution.paper_executor import PaperExecutor
 from engine.market.bars import BarBuilder, TickCache
 from engine.market.book import SyncedBook
 from engine.market.features import BarFeatures
@@ -79,12 +77,11 @@ log = logging.getLogger(__name__)
 class Engine:
     """One trading engine over any feed. ``mode`` is ``live``, ``replay`` or ``backtest``.
 
-    ``ledger`` is the account's journal (default: a throwaway in-memory one, for tests);
-    ``executor`` the venue (default: paper over this engine's books).
+    ``ledger`` is the account's journal, ``executor`` the venue (paper or live); the
+    kernel (:mod:`engine.kernel`) chooses both for each mode.
     """
 
-    def __init__(self, settings: Settings, clock: Clock, mode: str = "replay",
-                 ledger: Ledger | None = None, executor: Executor | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock, *, mode: str, ledger: Ledger, executor: Executor) -> None:
         self.settings = settings
         self.clock = clock
         self.mode = mode
@@ -94,12 +91,12 @@ class Engine:
         self.order_notional: Decimal = settings.trading.order_notional
         # Automatic trading: on by default for paper (live data or replay) and backtest,
         # off for real orders until the user switches it on (SPEC §4).
-        self.auto_trade: bool = settings.trading.auto_trade and (executor is None or executor.name != "live")
+        self.auto_trade: bool = settings.trading.auto_trade and executor.name != "live"
         self.training: bool = True
         self.paused = False
         self.brain: ModelsPort | None = None  # the models, once attach_models() has been called
         self._shutdown_hooks: list[Callable[[], object]] = []
-        self.bar_listeners: list[Callable[[Bar], None]] = []  # e.g. offline training's series
+        self._bar_listeners: list[Callable[[Bar], None]] = []
         self._commands: deque[Command] = deque()
         self.log: deque[LogLine] = deque(maxlen=400)
         self.training_log: deque[LogLine] = deque(maxlen=200)
@@ -116,13 +113,10 @@ class Engine:
         self.bus.on(DecisionMade, self._on_decision)
         self.bus.on(ModelTrained, self._on_trained)
         self.bus.on(TradingStateChanged, self._on_trading_state)
-        if executor is None:
-            p = settings.paper
-            executor = PaperExecutor(p.taker_fee, p.maker_fee, p.latency_ms * NS_PER_MS)
         ports = OrderPorts(symbol=self.symbols.get, marks=self.marks, primary=lambda: self.primary,
                            now_ns=clock.now_ns, publish=self.bus.publish, log=self._log,
                            mark_fill=self.fill_markers.append)
-        self.orders = OrderManager(settings, ports, ledger if ledger is not None else Ledger.memory(), executor)
+        self.orders = OrderManager(settings, ports, ledger, executor)
         self.on_shutdown(self.orders.shutdown)
         self.portfolio = self.orders.portfolio
         self.ledger = self.orders.ledger
@@ -224,7 +218,7 @@ class Engine:
             st.imbalance.append((b - a) / (b + a) if b + a > 0 else 0.0)
             if st.symbol == self.primary:  # once a second: day loss limit, due orders, ledger retries
                 self.orders.housekeeping(self.clock.now_ns())
-        for listener in self.bar_listeners:
+        for listener in self._bar_listeners:
             listener(bar)
         if self.brain is not None:
             self.brain.on_bar(st, bar, row)
@@ -360,6 +354,10 @@ class Engine:
         self.ledger.record_reward(ev.position_id, "fused", float(reward.total), dict(reward.components), ev.exit_ts)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def on_bar_closed(self, fn: Callable[[Bar], None]) -> None:
+        """Call ``fn(bar)`` on every bar close of every symbol (e.g. offline training's series)."""
+        self._bar_listeners.append(fn)
 
     def attach_models(self, models: ModelsPort) -> None:
         """Plug the models in (the kernel does this once, before the first message); they

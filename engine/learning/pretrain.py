@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.core.events import NS_PER_MS, NS_PER_S, Bar, Trade
 from engine.core.settings import Settings
+from engine.execution.ledger import Ledger
 from engine.market.bars import BarBuilder
 from engine.market.features import BarFeatures
 from models.common.schema import CNN_TIMEFRAMES, TIMEFRAMES
@@ -132,16 +133,13 @@ def collect(cfg: Settings, paths: list[Path], out: TextIO = sys.stderr) -> Serie
         else:
             recordings.append(path)
     if recordings:
-        from engine.core.clock import ReplayClock
-        from engine.core.engine import Engine
-        from engine.runs.replay import Replay
+        from engine.kernel import replay_session
 
-        clock = ReplayClock()
-        engine = Engine(cfg, clock, mode="backtest")
-        engine.bar_listeners.append(series.add)
-        replay = Replay(engine, recordings, None, clock)
-        replay.run_sync()
-        print(f"train: replayed {replay.lines} lines from {len(recordings)} recording(s)", file=out)
+        session = replay_session(cfg, recordings, None, mode="backtest", models=False, ledger=Ledger.memory())
+        session.engine.on_bar_closed(series.add)
+        session.replay.run_sync()
+        session.close()
+        print(f"train: replayed {session.replay.lines} lines from {len(recordings)} recording(s)", file=out)
     return series
 
 

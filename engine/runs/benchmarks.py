@@ -22,6 +22,7 @@ from engine.core.clock import ReplayClock
 from engine.core.engine import Engine
 from engine.core.events import Trade
 from engine.core.settings import Settings
+from engine.kernel import build_engine, replay_session
 from engine.market.capture import merged_lines
 from engine.market.parse import Parser, reset_caches
 
@@ -77,7 +78,7 @@ def _best_of(n: int, fn: Callable[[], float]) -> float:
 
 def ingest_once(cfg: Settings, lines: list[tuple[int, bytes, str | None]]) -> tuple[float, Engine]:
     clock = ReplayClock()
-    engine = Engine(cfg, clock, mode="backtest")
+    engine = build_engine(cfg, mode="backtest", clock=clock)
     parser = Parser()
     gc.collect()
     t0 = time.perf_counter()
@@ -154,7 +155,7 @@ def bench_naive(cfg: Settings, paths: list[Path], n_trades: int) -> dict[str, An
         return (time.perf_counter() - t0) / len(sample)
 
     def ours() -> float:
-        engine = Engine(cfg, ReplayClock(), mode="backtest")
+        engine = build_engine(cfg, mode="backtest")
         st = engine.add_symbol(trades[0].symbol)
         t0 = time.perf_counter()
         for t in trades:
@@ -191,16 +192,15 @@ def _bench_cfg(cfg: Settings, tmp: Path, *extra: str) -> Settings:
 
 def bench_backtest(cfg: Settings, paths: list[Path], tmp: Path) -> dict[str, Any]:
     """B4 (backtest × real time, all models on), B5 at max speed, B8 (train-on-close cost)."""
-    from tui.cli import build_replay_engine
-
     bcfg = _bench_cfg(cfg, tmp / "b4", "fusion.explore_rate=0.05", "fusion.max_hold_s=60")
-    engine, replay = build_replay_engine(bcfg, paths, None, mode="backtest")
+    session = replay_session(bcfg, paths, None, mode="backtest")
+    engine, brain = session.engine, session.brain
+    assert brain is not None, "B4 needs the models on"
     t0 = time.perf_counter()
-    replay.run_sync()
-    brain = engine.brain
+    session.replay.run_sync()
     brain.wait_for_training()
     wall = time.perf_counter() - t0
-    span = (engine.clock.now_ns() - engine.replay_info["first_ns"]) / 1e9
+    span = (engine.clock.now_ns() - int(str(engine.replay_info["first_ns"]))) / 1e9
     train_ms = list(brain.trainer.wall_ms)
     summary = engine.summary(wall)
     engine.shutdown()
@@ -221,16 +221,12 @@ async def _paced(cfg: Settings, paths: list[Path], speed: float, tmp: Path) -> d
     """A live-like run: inference by callback, training in its thread, an event-loop probe."""
     import asyncio
 
-    from engine.core.clock import ReplayClock
-    from engine.learning.brain import Brain
-    from engine.runs.replay import Replay
+    from engine.execution.ledger import Ledger
 
     bcfg = _bench_cfg(cfg, tmp / f"paced{speed:g}", "fusion.explore_rate=0.05", "fusion.max_hold_s=30")
-    clock = ReplayClock()
-    engine = Engine(bcfg, clock, mode="replay")
-    brain = Brain(engine, bcfg, deterministic=False)
-    engine.attach_models(brain)
-    replay = Replay(engine, paths, speed, clock)
+    session = replay_session(bcfg, paths, speed, deterministic=False, ledger=Ledger.memory())
+    brain, replay = session.brain, session.replay
+    assert brain is not None, "B5/B6 need the models on"
     lags: list[float] = []
     stop = asyncio.Event()
 

@@ -37,7 +37,8 @@ def parse_speed(text: str) -> float | None:
 class Replay:
     """Drives an engine from capture files. ``run()`` is a coroutine; pause with ``paused``."""
 
-    def __init__(self, engine: Engine, paths: list[Path], speed: float | None, clock: ReplayClock) -> None:
+    def __init__(self, engine: Engine, paths: list[Path], speed: float | None, clock: ReplayClock, *,
+                 linger: bool = False) -> None:
         self.engine = engine
         self.paths = paths
         self.speed = speed
@@ -46,7 +47,7 @@ class Replay:
         self.counters: dict[str, int] = {}
         self.lines = 0
         self.done = False
-        self.linger = False  # the desk sets this: keep time moving after the data ends
+        self.linger = linger  # the desk's replay: keep market time moving after the data ends
         self._resume = asyncio.Event()
         self._resume.set()
         engine.bus.on(ReplayPaused, self._on_paused)
