@@ -43,14 +43,14 @@ def cfg(tmp_path: Path):
     Tests of the order path check fills right after the command; the ones that exercise
     the latency model (and the brain tests, on the real default) set it themselves.
     """
-    from engine.core import settings
+    from tests.support.config import settings_for
 
-    return settings.load(search=False, overrides=[f'general.data_dir="{tmp_path / "data"}"', "paper.latency_ms=0"])
+    return settings_for(tmp_path / "data", "paper.latency_ms=0")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Print the reliability figures the tests measured (also in $TRADEDESK_SCORECARD)."""
-    from .scorecard import RECORDED
+    from tests.support.scorecard import RECORDED
 
     if RECORDED:
         terminalreporter.section("reliability figures")

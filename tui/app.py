@@ -90,6 +90,9 @@ class DeskApp(App[int]):
             self.desk.feed_status = (f"FEED STOPPED: {type(err).__name__}: {err}", "alert")
             self.desk.note(f"feed stopped: {type(err).__name__}: {err}", "error")
 
+    def on_desk_screen_sample_replay_requested(self, _: DeskScreen.SampleReplayRequested) -> None:
+        self.exit(return_code=SWITCH_TO_DEMO)
+
     def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
         keys = ", ".join(sorted({b.key for b in clashed_bindings}))
         self.notify(f"settings [keys]: {keys} bound twice; check the keys section", severity="warning")

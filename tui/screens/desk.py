@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -339,10 +340,11 @@ class DeskScreen(Screen[None]):
                  f"chart redraws {stats['chart_draws']:.0f} ({stats['chart_ms']:.1f} ms mean)"]
         self.app.push_screen(HelpScreen(rows, notes))
 
-    def action_sample_replay(self) -> None:
-        from tui.app import SWITCH_TO_DEMO
+    class SampleReplayRequested(Message):
+        """The user asked for the sample replay while the live exchange cannot be reached."""
 
-        self.app.exit(return_code=SWITCH_TO_DEMO)
+    def action_sample_replay(self) -> None:
+        self.post_message(self.SampleReplayRequested())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "sample_replay":

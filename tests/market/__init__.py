@@ -1,0 +1,1 @@
+"""Tests of market data: parsing, books, features, feeds, the fake exchange."""

@@ -1,0 +1,1 @@
+"""Tests of the models: networks, training, checkpoints, labels, inference bench."""

@@ -1,0 +1,1 @@
+"""Tests of the runs: replay, record/replay, samples."""

@@ -1,0 +1,1 @@
+"""Test support: fake ccxt, the live-test kit, a scripted market, workers, the scorecard."""
