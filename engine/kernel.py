@@ -31,6 +31,7 @@ from engine.execution.executor import Executor
 from engine.execution.ledger import Ledger, ledger_path, replay_ledger_path
 from engine.execution.paper_executor import PaperExecutor
 from engine.learning.brain import Brain
+from engine.learning.host import ModelStore
 from engine.market.recorder import Recorder
 from engine.runs.live_driver import QUEUE_SIZE, LiveFeedDriver
 from engine.runs.replay import Replay
@@ -86,12 +87,15 @@ def build_engine(cfg: Settings, *, mode: str = "replay", clock: Clock | None = N
                   executor=executor if executor is not None else paper_executor(cfg))
 
 
-def attach_models(engine: Engine, cfg: Settings, *, deterministic: bool) -> Brain | None:
+def attach_models(engine: Engine, cfg: Settings, *, deterministic: bool, store: ModelStore | None = None,
+                  frozen: bool = False, active_from_ns: int | None = None) -> Brain | None:
     """Load the models into ``engine`` unless every one is switched off in settings (then
-    the desk says "no models loaded": no automatic decisions)."""
+    the desk says "no models loaded": no automatic decisions). ``store`` defaults to the
+    desk's own checkpoints (as settings say); see :class:`Brain` for the rest."""
     if not cfg.models.enabled:
         return None
-    brain = Brain(engine, cfg, deterministic=deterministic)
+    brain = Brain(engine, cfg, deterministic=deterministic, store=store if store is not None else ModelStore.desk(cfg),
+                  frozen=frozen, active_from_ns=active_from_ns)
     engine.attach_models(brain)
     return brain
 
@@ -101,7 +105,9 @@ def attach_models(engine: Engine, cfg: Settings, *, deterministic: bool) -> Brai
 
 def replay_session(cfg: Settings, paths: list[Path], speed: float | None = None, *, mode: str = "replay",
                    models: bool = True, deterministic: bool = True, linger: bool = False,
-                   ledger: Ledger | None = None, executor: Executor | None = None) -> Session:
+                   ledger: Ledger | None = None, executor: Executor | None = None,
+                   store: ModelStore | None = None, frozen: bool = False,
+                   active_from_ns: int | None = None) -> Session:
     """Recorded data through the full engine on the recorded clock.
 
     ``speed`` is a multiple of real time (None: as fast as possible); ``mode`` is
@@ -115,8 +121,18 @@ def replay_session(cfg: Settings, paths: list[Path], speed: float | None = None,
         ledger = Ledger(replay_ledger_path(cfg.data_dir()), "replay", durable=False)
     engine = Engine(cfg, clock, mode=mode, ledger=ledger,
                     executor=executor if executor is not None else paper_executor(cfg))
-    brain = attach_models(engine, cfg, deterministic=deterministic) if models else None
+    brain = attach_models(engine, cfg, deterministic=deterministic, store=store, frozen=frozen,
+                          active_from_ns=active_from_ns) if models else None
     return Session(engine, brain, Replay(engine, paths, speed, clock, linger=linger))
+
+
+def backtest_session(cfg: Settings, paths: list[Path], *, checkpoints_from: Path | None = None, frozen: bool = False,
+                     active_from_ns: int | None = None) -> Session:
+    """A backtest: the full engine at max speed, deterministic, with no side effects: an
+    in-memory ledger, fresh models with the configured seed (or the checkpoints in
+    ``checkpoints_from``, read-only), nothing saved (the caller saves elsewhere if asked)."""
+    return replay_session(cfg, paths, None, mode="backtest", ledger=Ledger.memory(),
+                          store=ModelStore(checkpoints_from, None), frozen=frozen, active_from_ns=active_from_ns)
 
 
 def live_session(cfg: Settings, *, live_orders: bool = False, confirmed: bool = False, models: bool = True,

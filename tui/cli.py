@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", metavar="DIR", help="folder with the sample files (else the configured one, else download)")
     p.add_argument("--speed", default="1", help="multiple of real time, or 'max' (default 1)")
 
-    p = sub.add_parser("backtest", help="headless replay at max speed with the full engine, then a report")
+    p = sub.add_parser("backtest", help="headless replay at max speed with the full engine, then a report "
+                                        "beside flat, buy-and-hold and random entries")
     _common(p, sub=True)
     p.add_argument("paths", nargs="+", metavar="PATH", help="recordings")
     p.add_argument("--report", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--walk-forward", type=int, metavar="K",
+                   help="split the data into K folds by market time; evaluate each fold after the first out of "
+                        "sample: models that learned on the earlier folds vs fresh ones vs the baselines")
+    p.add_argument("--from-checkpoints", action="store_true",
+                   help="start from the desk's current checkpoints (read-only) instead of fresh models")
+    p.add_argument("--save-checkpoints", metavar="DIR", help="write the models as they end up into DIR")
 
     p = sub.add_parser("train", help="offline pre-training of the CNN on perfect moves")
     _common(p, sub=True)
@@ -238,42 +246,43 @@ async def _headless_live(cfg: Settings, args: argparse.Namespace, recorder: Any 
 def cmd_backtest(args: argparse.Namespace, cfg: Settings) -> int:
     import json
 
-    from engine.kernel import replay_session
-    from engine.runs.backtest import EquityRecorder, render, report
-    from engine.runs.headless import Stopwatch, write_summary
+    from engine.runs.backtest import render, run_backtest
+    from engine.runs.headless import write_summary
 
     paths = [Path(p) for p in args.paths]
     for p in paths:
         if not p.is_file():
             print(f"tradedesk backtest: no such recording: {p}", file=sys.stderr)
             return 2
-    session = replay_session(cfg, paths, None, mode="backtest")
-    engine, replay = session.engine, session.replay
-    equity = EquityRecorder(engine)
-    watch = Stopwatch()
-    try:
-        replay.run_sync()
-    except KeyboardInterrupt:
-        print("tradedesk backtest: interrupted; reporting what ran", file=sys.stderr)
-    engine.shutdown()
-    wall = watch.elapsed()
-    summary = engine.summary(wall)
-    rep = report(engine, equity, summary)
-    span = _span_s(engine)
-    rep["replay_x_realtime"] = round(span / wall, 2) if span and wall > 0 else None
-    print(render(rep, span))
+    ckpt_from = None
+    if args.from_checkpoints:
+        from engine.learning.host import desk_checkpoints
+
+        ckpt_from = desk_checkpoints(cfg)
+    save_to = Path(args.save_checkpoints) if args.save_checkpoints else None
+    if args.walk_forward is not None:
+        from engine.runs.walk_forward import render_walk_forward, walk_forward
+
+        if args.walk_forward < 2:
+            print(f"tradedesk backtest: --walk-forward {args.walk_forward}: needs at least 2 folds", file=sys.stderr)
+            return 2
+        wf = walk_forward(cfg, paths, args.walk_forward, checkpoints_from=ckpt_from, save_to=save_to,
+                          progress=sys.stderr)
+        rep = wf.report
+        print(render_walk_forward(rep))
+    else:
+        watch = time.perf_counter()
+        run = run_backtest(cfg, paths, checkpoints_from=ckpt_from, save_to=save_to)
+        rep = run.report
+        wall = time.perf_counter() - watch
+        start, end = rep["run"]["start_ns"], rep["run"]["end_ns"]
+        speed = f"replayed {((end - start) / 1e9 if start else 0):.0f} s of market time in {wall:.1f} s"
+        print(render(rep, [speed] + ([f"checkpoints written: {run.saved}"] if run.saved else [])))
+        if args.summary_json:
+            write_summary(Path(args.summary_json), run.summary)
     if args.report:
         Path(args.report).write_text(json.dumps(rep, indent=2, default=str) + "\n", encoding="utf-8")
-    if args.summary_json:
-        write_summary(Path(args.summary_json), summary)
     return 0
-
-
-def _span_s(engine: Any) -> float | None:
-    """Market time covered by the replay (first to last receive stamp)."""
-    first = engine.replay_info.get("first_ns")
-    last = engine.clock.now_ns()
-    return (last - first) / 1e9 if first else None
 
 
 def cmd_train(args: argparse.Namespace, cfg: Settings) -> int:

@@ -48,6 +48,7 @@ from engine.core.events import (
     ToggleModel,
     Trade,
     TradingStateChanged,
+    TrainingSkipped,
 )
 from engine.core.ports import ModelsPort
 from engine.core.settings import Settings
@@ -112,6 +113,7 @@ class Engine:
         self.bus.on(SignalEmitted, self._on_signal)
         self.bus.on(DecisionMade, self._on_decision)
         self.bus.on(ModelTrained, self._on_trained)
+        self.bus.on(TrainingSkipped, self._on_training_skipped)
         self.bus.on(TradingStateChanged, self._on_trading_state)
         ports = OrderPorts(symbol=self.symbols.get, marks=self.marks, primary=lambda: self.primary,
                            now_ns=clock.now_ns, publish=self.bus.publish, log=self._log,
@@ -349,9 +351,11 @@ class Engine:
         """Call about once a second when market data may be idle (live): due orders, loss limit."""
         self.orders.housekeeping(self.clock.now_ns())
 
-    def journal_reward(self, ev: PositionClosed, reward: Any) -> None:
-        """Journal a closed position's reward and its components (called by the brain)."""
-        self.ledger.record_reward(ev.position_id, "fused", float(reward.total), dict(reward.components), ev.exit_ts)
+    def journal_reward(self, ev: PositionClosed, reward: Any, owner: str = "account") -> None:
+        """Journal a closed position's reward and its components (called by the brain);
+        ``owner`` is "account", or the model whose shadow position it was."""
+        self.ledger.record_reward(ev.position_id, owner, float(reward.total), dict(reward.components), ev.exit_ts,
+                                  source="account" if owner == "account" else "shadow")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -396,6 +400,9 @@ class Engine:
 
     def _on_trained(self, ev: ModelTrained) -> None:
         self.ledger.record_training(ev)
+
+    def _on_training_skipped(self, ev: TrainingSkipped) -> None:
+        self.ledger.record_skip(ev)
 
     def _log(self, ts: int, source: str, text: str, level: str = "info") -> None:
         self.log.append(LogLine(ts, source, text, level))

@@ -303,12 +303,29 @@ class DecisionMade:
 
 @dataclass(frozen=True, slots=True)
 class ModelTrained:
+    """A real update of a model (an optimizer step happened)."""
+
     model: str
     step: int
     loss: float
     reward: float
     position_id: int | None
     ts: int
+    scale: float = 1.0  # the weight the reward was applied with (the model's credit)
+    source: str = "account"  # whose outcome: "account" (fused or manual) or "shadow"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSkipped:
+    """An outcome that did not update a model, and why (training off, nothing to learn yet,
+    non-finite numbers): journaled apart, never counted as training."""
+
+    model: str
+    reason: str
+    reward: float
+    position_id: int | None
+    ts: int
+    source: str = "account"
 
 
 @dataclass(frozen=True, slots=True)

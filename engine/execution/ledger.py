@@ -37,7 +37,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from engine.core.events import DecisionMade, ModelTrained, OrderDenied, OrderFilled, PositionClosed, Side, SignalEmitted
+from engine.core.events import (
+    DecisionMade,
+    ModelTrained,
+    OrderDenied,
+    OrderFilled,
+    PositionClosed,
+    Side,
+    SignalEmitted,
+    TrainingSkipped,
+)
 from engine.execution.executor import ExecReport, OpenOrder, OrderRequest, OrderState, OrderType
 
 try:  # POSIX; elsewhere the single-instance guard is SQLite's own locking only
@@ -47,7 +56,7 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: training rows carry the scale and source; skipped updates have their own table
 BUFFER_ROWS = 256  # journal rows (signals, decisions, rewards) batched per transaction
 
 _SCHEMA = """
@@ -132,11 +141,16 @@ CREATE TABLE decisions (
 );
 CREATE TABLE rewards (
     seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, ts INTEGER NOT NULL, position_id INTEGER, model TEXT NOT NULL,
-    reward REAL NOT NULL, components TEXT NOT NULL, weight REAL, step INTEGER, loss REAL
+    reward REAL NOT NULL, components TEXT NOT NULL, weight REAL, step INTEGER, loss REAL,
+    source TEXT NOT NULL DEFAULT 'account'
 );
 CREATE TABLE training (
     seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, ts INTEGER NOT NULL, model TEXT NOT NULL, step INTEGER NOT NULL,
-    loss REAL, reward REAL, position_id INTEGER
+    loss REAL, reward REAL, position_id INTEGER, scale REAL, source TEXT NOT NULL DEFAULT 'account'
+);
+CREATE TABLE training_skips (
+    seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, ts INTEGER NOT NULL, model TEXT NOT NULL, reason TEXT NOT NULL,
+    reward REAL, position_id INTEGER, source TEXT NOT NULL DEFAULT 'account'
 );
 """
 
@@ -310,11 +324,27 @@ class Ledger:
             raise LedgerError(f"{self._name()} has no schema version; refusing to open it")
         if meta.get("mode") != self.mode:
             raise LedgerError(f"{self._name()} is a {meta.get('mode')} ledger, not {self.mode}; refusing to mix accounts")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
         self.nonce = meta["nonce"]
         # Decision ids restart with every run: rows that carry one also carry the session.
         with self._tx():
             cur = db.execute("INSERT INTO sessions (started_wall_ns, pid) VALUES (?, ?)", (time.time_ns(), os.getpid()))
         self.session = int(cur.lastrowid or 0)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older ledger up to this schema; nothing already written changes."""
+        db = self._db
+        with self._tx():
+            if version < 2:
+                db.execute("ALTER TABLE rewards ADD COLUMN source TEXT NOT NULL DEFAULT 'account'")
+                db.execute("ALTER TABLE training ADD COLUMN scale REAL")
+                db.execute("ALTER TABLE training ADD COLUMN source TEXT NOT NULL DEFAULT 'account'")
+                db.execute("CREATE TABLE training_skips (seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, "
+                           "ts INTEGER NOT NULL, model TEXT NOT NULL, reason TEXT NOT NULL, reward REAL, "
+                           "position_id INTEGER, source TEXT NOT NULL DEFAULT 'account')")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        log.info("%s: ledger schema %d migrated to %d", self._name(), version, SCHEMA_VERSION)
 
     def _spill_path(self) -> Path | None:
         return self.path.with_name(self.path.name + ".unwritten.json") if self.path is not None else None
@@ -530,19 +560,29 @@ class Ledger:
         weight: float | None = None,
         step: int | None = None,
         loss: float | None = None,
+        source: str = "account",
     ) -> None:
-        """Journal one reward: position → reward components → model → step → loss (SPEC §6)."""
+        """Journal one closed position's reward with its components (SPEC §6); ``model`` is
+        whose position it was ("account", or the model of a shadow position)."""
         self._journal((
-            "INSERT INTO rewards (session, ts, position_id, model, reward, components, weight, step, loss) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (self.session, ts, position_id, model, float(reward), json.dumps(components, sort_keys=True), weight, step, loss),
+            "INSERT INTO rewards (session, ts, position_id, model, reward, components, weight, step, loss, source) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (self.session, ts, position_id, model, float(reward), json.dumps(components, sort_keys=True), weight, step,
+             loss, source),
         ))
 
     def record_training(self, ev: ModelTrained) -> None:
-        """Journal a training step (the engine does this for every ModelTrained)."""
-        self._journal(("INSERT INTO training (session, ts, model, step, loss, reward, position_id) "
+        """Journal a real training step: model, reward, scale applied, step, loss (for every ModelTrained)."""
+        self._journal(("INSERT INTO training (session, ts, model, step, loss, reward, position_id, scale, source) "
+                       "VALUES (?,?,?,?,?,?,?,?,?)",
+                       (self.session, ev.ts, ev.model, ev.step, float(ev.loss), float(ev.reward), ev.position_id,
+                        float(ev.scale), ev.source)))
+
+    def record_skip(self, ev: TrainingSkipped) -> None:
+        """Journal an update that did not happen, with its reason (never as a training step)."""
+        self._journal(("INSERT INTO training_skips (session, ts, model, reason, reward, position_id, source) "
                        "VALUES (?,?,?,?,?,?,?)",
-                       (self.session, ev.ts, ev.model, ev.step, float(ev.loss), float(ev.reward), ev.position_id)))
+                       (self.session, ev.ts, ev.model, ev.reason, float(ev.reward), ev.position_id, ev.source)))
 
     # ------------------------------------------------------------------ reading (restart)
 

@@ -23,7 +23,6 @@ scaled by the model's fusion weight. The engine calls :meth:`Brain.on_market`,
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,11 +45,12 @@ from engine.core.events import (
     Side,
     SignalEmitted,
     SubmitOrder,
+    TrainingSkipped,
 )
 from engine.core.settings import Settings
 from engine.core.snapshot import LogLine, Marker
 from engine.learning.fusion import ModelSignal, cnn_score, signed_score
-from engine.learning.host import MODEL_KEYS, ModelHost
+from engine.learning.host import MODEL_KEYS, ModelHost, ModelStore
 from engine.learning.inference import InferenceThread, Results
 from engine.learning.observation import Observer
 from engine.learning.policy import DecisionPolicy
@@ -84,16 +84,25 @@ class BrainCounters:
 class Brain:
     """The three models of one engine, from market data to decisions to learning on close."""
 
-    def __init__(self, engine: Engine, cfg: Settings, *, deterministic: bool) -> None:
+    def __init__(self, engine: Engine, cfg: Settings, *, deterministic: bool, store: ModelStore,
+                 frozen: bool = False, active_from_ns: int | None = None) -> None:
+        """``store``: where the models load from and save to; ``frozen``: evaluate only (no
+        training, no exploration, the DQN greedy); ``active_from_ns``: no inference and no
+        decisions before this market time (the warm-up of a walk-forward fold)."""
         self.engine = engine
         self.cfg = cfg
         self.deterministic = deterministic
+        self.frozen = frozen
+        self.active_from_ns = active_from_ns
         m = cfg.models
-        self.host = ModelHost(cfg, self._log)
+        self.host = ModelHost(cfg, self._log, store)
+        if frozen:
+            for agent in self.host.agents.values():
+                agent.set_exploration(False)
         self.agents = self.host.agents
         self.observer = Observer(cfg)
         self.inference = InferenceThread(self.agents)
-        self.policy = DecisionPolicy(cfg)
+        self.policy = DecisionPolicy(cfg.with_overrides(["fusion.explore_rate=0"]) if frozen else cfg)
         self.tracker = SignalPositionTracker()
         self.trainer = Trainer(self.agents, m.training_queue)
         self.rewarder = RewardCalculator(RewardParams(**{k: cfg[f"rewards.{k}"]
@@ -201,7 +210,7 @@ class Brain:
         self.trainer.close()
         self.drain_results()
         self.inference.close()
-        return self.host.save_checkpoints() if save and self.cfg.models.save_checkpoints else {}
+        return self.host.save_checkpoints() if save else {}
 
     # ------------------------------------------------------------------ cadence
 
@@ -215,6 +224,8 @@ class Brain:
         if st.symbol != self.engine.primary:
             return
         now = ev.ts_recv
+        if self.active_from_ns is not None and now < self.active_from_ns:
+            return
         cob_due = now >= self._next_cob
         decision_due = now >= self._next_decision
         if not (cob_due or decision_due or self._cnn_due):
@@ -382,8 +393,11 @@ class Brain:
         self.engine.training_log.append(LogLine(ev.exit_ts, "reward", f"#{ev.position_id} PnL "
                                                 f"{ev.realised_pnl:+.4f} → reward {reward.total:+.3f} ({comp})"))
         self.engine.journal_reward(ev, reward)
-        if not self.engine.training:
+        if not self.engine.training or self.frozen:
             self.counters.training_off_skips += 1
+            why = "frozen for evaluation" if self.frozen else "training off"
+            for c in ctx.contributions:
+                self.engine.bus.publish(TrainingSkipped(c.model, why, reward.total, ev.position_id, ev.exit_ts))
             return
         for c in ctx.contributions:
             if c.weight <= 0:
@@ -399,14 +413,16 @@ class Brain:
         for r in self.trainer.drain():
             ts = self.engine.clock.now_ns()
             if r.loss is None:
-                text = (f"{r.model.upper()} #{r.position_id} reward {r.reward:+.3f}: no update "
-                        f"({r.skipped or 'nothing to learn yet'})")
-            else:
-                text = (f"{r.model.upper()} #{r.position_id} reward {r.reward:+.3f}×{r.scale:.2f} "
-                        f"loss {r.loss:.4f} step {r.step} ({r.wall_ms:.1f} ms)")
+                why = r.skipped or "nothing to learn yet"
+                text = f"{r.model.upper()} #{r.position_id} reward {r.reward:+.3f}: no update ({why})"
+                self.engine.training_log.append(LogLine(ts, r.model, text))
+                self.engine.bus.publish(TrainingSkipped(r.model, why, r.reward, r.position_id, ts, r.source))
+                continue
+            text = (f"{r.model.upper()} #{r.position_id} reward {r.reward:+.3f}×{r.scale:.2f} "
+                    f"loss {r.loss:.4f} step {r.step} ({r.wall_ms:.1f} ms)")
             self.engine.training_log.append(LogLine(ts, r.model, text))
-            self.engine.bus.publish(ModelTrained(r.model, r.step, r.loss if r.loss is not None else math.nan,
-                                                 r.reward, r.position_id, ts))
+            self.engine.bus.publish(ModelTrained(r.model, r.step, r.loss, r.reward, r.position_id, ts, r.scale,
+                                                 r.source))
         every = self.cfg.models.checkpoint_every_closes
         if every and self.rewards and len(self.rewards) % every == 0 and self._last_ckpt_at != len(self.rewards):
             self._last_ckpt_at = len(self.rewards)

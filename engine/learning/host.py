@@ -4,6 +4,7 @@ checkpoints and status. Everything else in the engine reaches a model through he
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,16 +18,40 @@ if TYPE_CHECKING:
 MODEL_KEYS = ("cnn", "dqn", "cob")
 
 
+def checkpoint_file(folder: Path, key: str, preset: str) -> Path:
+    return folder / f"{key}-{preset}.pt"
+
+
 def checkpoint_path(cfg: Settings, key: str) -> Path:
     """Where the desk keeps model ``key``'s checkpoint for the configured preset."""
-    return cfg.data_dir() / "checkpoints" / f"{key}-{cfg.models.preset}.pt"
+    return checkpoint_file(desk_checkpoints(cfg), key, cfg.models.preset)
+
+
+def desk_checkpoints(cfg: Settings) -> Path:
+    return cfg.data_dir() / "checkpoints"
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """Where the models come from and where they go: a checkpoint folder to load from at
+    start (None: fresh models) and one to save to (None: never saved)."""
+
+    load_from: Path | None
+    save_to: Path | None
+
+    @classmethod
+    def desk(cls, cfg: Settings) -> ModelStore:
+        """The desk's own checkpoints, as ``models.load_checkpoints`` / ``save_checkpoints`` say."""
+        folder = desk_checkpoints(cfg)
+        return cls(folder if cfg.models.load_checkpoints else None,
+                   folder if cfg.models.save_checkpoints else None)
 
 
 class ModelHost:
     """Builds the agents (seeded, on the configured device), loads their checkpoints, and
     keeps which are on and which are failing. ``log(source, text, level)`` tells the desk."""
 
-    def __init__(self, cfg: Settings, log: Callable[[str, str, str], None]) -> None:
+    def __init__(self, cfg: Settings, log: Callable[[str, str, str], None], store: ModelStore) -> None:
         import torch
 
         from models.common.base_agent import seed_everything
@@ -35,6 +60,7 @@ class ModelHost:
 
         self.cfg = cfg
         self._log = log
+        self.store = store
         m = cfg.models
         self.device: torch.device = select_device(m.device)
         self.device_label = device_description(self.device)
@@ -47,16 +73,16 @@ class ModelHost:
         self.enabled = {k: k in m.enabled for k in MODEL_KEYS}
         self.loaded: dict[str, str] = {}
         self.failing: dict[str, str] = {}
-        if m.load_checkpoints:
-            self.load_checkpoints()
+        if store.load_from is not None:
+            self.load_checkpoints(store.load_from)
 
     # ------------------------------------------------------------------ checkpoints
 
-    def load_checkpoints(self) -> None:
+    def load_checkpoints(self, folder: Path) -> None:
         from models.common.checkpoint import CheckpointError
 
         for key, agent in self.agents.items():
-            path = checkpoint_path(self.cfg, key)
+            path = checkpoint_file(folder, key, self.cfg.models.preset)
             if not path.exists() and not path.with_suffix(".prev.pt").exists():
                 continue
             try:
@@ -69,14 +95,18 @@ class ModelHost:
             self._log("models", f"{key.upper()} loaded {Path(info['path']).name}, step {agent.training_steps}{note}",
                       "info")
 
-    def save_checkpoints(self) -> dict[str, str]:
-        """Save every model that has trained; a model with non-finite weights is not saved."""
+    def save_checkpoints(self, folder: Path | None = None) -> dict[str, str]:
+        """Save every model that has trained into ``folder`` (default: the store's); a model
+        with non-finite weights is not saved. Nothing is saved where the store says never."""
+        folder = folder if folder is not None else self.store.save_to
         saved: dict[str, str] = {}
+        if folder is None:
+            return saved
         for key, agent in self.agents.items():
             if agent.training_steps == 0 and key not in self.loaded:
                 continue  # an untrained model is not worth a file
             try:
-                saved[key] = str(agent.save(checkpoint_path(self.cfg, key)))
+                saved[key] = str(agent.save(checkpoint_file(folder, key, self.cfg.models.preset)))
             except Exception as exc:  # non-finite weights, disk full: keep the previous file
                 self._log("models", f"{key.upper()} checkpoint not saved: {exc}", "error")
         return saved

@@ -30,6 +30,7 @@ class TrainJob:
     position_id: int
     reward: float
     scale: float
+    source: str = "account"  # whose outcome: the account's position or the model's shadow
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainResult:
     step: int
     wall_ms: float
     skipped: str = ""
+    source: str = "account"
 
 
 class Trainer:
@@ -95,6 +97,7 @@ class Trainer:
                 self.training_now = True
                 t0 = time.perf_counter()
                 skipped = ""
+                agent.last_skip = ""
                 try:
                     loss = agent.train_on_outcome(job.experience, job.reward, scale=job.scale)
                 except Exception as exc:  # a failing update must not kill the trainer
@@ -102,9 +105,12 @@ class Trainer:
                     log.exception("training %s failed", job.model)
                 if loss is not None and not math.isfinite(loss):
                     loss, skipped = None, "non-finite loss"
+                if loss is None and not skipped:
+                    skipped = agent.last_skip or "no update"
                 self.training_now = False
                 self.wall_ms.append((time.perf_counter() - t0) * 1e3)
                 self._results.append(TrainResult(job.model, job.position_id, job.reward, job.scale, loss,
-                                                 agent.training_steps, (time.perf_counter() - t0) * 1e3, skipped))
+                                                 agent.training_steps, (time.perf_counter() - t0) * 1e3,
+                                                 skipped, job.source))
             finally:
                 self._q.task_done()

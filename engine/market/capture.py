@@ -91,3 +91,16 @@ def merged_lines(paths: list[Path], counters: dict[str, int] | None = None) -> t
     if len(iters) == 1:
         return hints, iters[0]
     return hints, heapq.merge(*iters, key=lambda cl: cl.ts_recv)
+
+
+def capture_span(paths: list[Path]) -> tuple[int, int]:
+    """The first and last receive stamps of a recording (one quick pass over the lines)."""
+    _, lines = merged_lines(paths)
+    first = last = None
+    for cl in lines:
+        if first is None:
+            first = cl.ts_recv
+        last = cl.ts_recv
+    if first is None or last is None:
+        raise CaptureError(f"no stamped lines in {', '.join(str(p) for p in paths)}")
+    return first, last

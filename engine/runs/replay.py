@@ -48,6 +48,8 @@ class Replay:
         self.lines = 0
         self.done = False
         self.linger = linger  # the desk's replay: keep market time moving after the data ends
+        self._pending: Iterator[tuple[int, MarketData]] | None = None  # run_sync's place in the data
+        self._held: tuple[int, MarketData] | None = None  # the first message past a stop
         self._resume = asyncio.Event()
         self._resume.set()
         engine.bus.on(ReplayPaused, self._on_paused)
@@ -76,14 +78,32 @@ class Replay:
                 last_symbol[cl.source] = ev.symbol
                 yield cl.ts_recv, ev
 
-    def run_sync(self) -> None:
-        """Apply everything as fast as possible without an event loop (benchmarks, tests)."""
+    def run_sync(self, stop_at_ns: int | None = None) -> bool:
+        """Apply everything as fast as possible without an event loop (backtests, tests).
+
+        With ``stop_at_ns``, stop before the first message stamped at or after it; a later
+        call goes on from there. Returns True once the data has ended."""
         engine, clock = self.engine, self.clock
-        for ts, ev in self.events():
+        if self._pending is None:
+            self._pending = self.events()
+        held = self._held
+        if held is not None:
+            if stop_at_ns is not None and held[0] >= stop_at_ns:
+                return False
+            self._held = None
+            clock.advance(held[0])
+            engine.on_market(held[1])
+        for ts, ev in self._pending:
+            if stop_at_ns is not None and ts >= stop_at_ns:
+                self._held = (ts, ev)
+                clock.advance(stop_at_ns - 1)  # market time reaches the cut, not past it
+                engine.run_commands()
+                return False
             clock.advance(ts)
             engine.on_market(ev)
         engine.run_commands()
         self._finish()
+        return True
 
     async def run(self) -> None:
         engine, clock = self.engine, self.clock

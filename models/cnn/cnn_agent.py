@@ -105,6 +105,7 @@ class CNNAgent(Agent):
             targets = np.where(valid, np.asarray(targets, np.int64), -1)  # invalid heads learn nothing
             weights = np.ones(len(bars), np.float32) if weights is None else np.asarray(weights, np.float32)
             if not (targets >= 0).any():
+                self._wait("no labelled head: every timeframe is still warming up")
                 return None
             if not _finite(bars[valid]) or not _finite(weights):
                 self._skip("non-finite input")
@@ -177,6 +178,7 @@ class CNNAgent(Agent):
         self.last_reward = reward
         target = trade_outcome_target(action, reward, neutral_band)
         if target is None:
+            self._wait("no target: a HOLD outcome")
             return None
         valid = np.asarray(inputs.bars_valid, bool)
         targets = np.where(valid, target, -1)[None]

@@ -118,6 +118,7 @@ class Agent:
         self.device = torch.device(device)
         self.seed = seed
         self.enabled = True  # toggled by the engine/UI; predict() does not check it
+        self.exploring = True  # off for evaluation: predict() then never draws a random action
         self._rng = _AgentRNG(seed, self.device)
         self.np_rng = np.random.default_rng(seed)
         with self._rng.active(), self.device:
@@ -133,11 +134,16 @@ class Agent:
         self.refused_predictions = 0
         self.training_steps = 0
         self.skip_reasons: Counter[str] = Counter()
+        self.last_skip = ""  # why the last training call did not update (set by the call, "" when it did)
         self.last_latency_ms: float | None = None
         self._latencies: deque[float] = deque(maxlen=256)
         self._losses: deque[float] = deque(maxlen=5)
         self.last_loss: float | None = None
         self.last_reward: float | None = None
+
+    def set_exploration(self, on: bool) -> None:
+        """Exploration on (learning) or off (evaluating a frozen model)."""
+        self.exploring = on
 
     # -------------------------------------------------------------- to override
     def predict(self, inputs: ModelInputs) -> Prediction:
@@ -207,7 +213,13 @@ class Agent:
         return sum(self.skip_reasons.values())
 
     def _skip(self, reason: str) -> None:
+        """A refused update (bad numbers, exploding gradient): counted in ``skipped_updates``."""
         self.skip_reasons[reason] += 1
+        self.last_skip = reason
+
+    def _wait(self, reason: str) -> None:
+        """No update because there is nothing to learn from yet (not a failure, not counted)."""
+        self.last_skip = reason
 
     def _guarded_update(
         self,

@@ -50,9 +50,9 @@ class DQNAgent(Agent):
     def epsilon(self) -> float:
         return epsilon_at(self.decisions, self.config)
 
-    def predict(self, inputs: ModelInputs, explore: bool = True) -> Prediction:
-        """Q-values of ``inputs.dqn_state``; epsilon-greedy when ``explore``."""
-        return self.act(inputs.dqn_state, explore=explore)
+    def predict(self, inputs: ModelInputs, explore: bool | None = None) -> Prediction:
+        """Q-values of ``inputs.dqn_state``; epsilon-greedy when ``explore`` (default: while exploring)."""
+        return self.act(inputs.dqn_state, explore=self.exploring if explore is None else explore)
 
     def act(self, state: np.ndarray, explore: bool = True) -> Prediction:
         """As :meth:`predict`, from a raw ``[DQN_INPUT]`` state vector.
@@ -140,6 +140,7 @@ class DQNAgent(Agent):
         cfg = self.config
         with self._train_lock:
             if len(self.replay) < max(1, cfg.min_replay):
+                self._wait(f"replay warm-up: {len(self.replay)} of {max(1, cfg.min_replay)} experiences")
                 return None
             beta = min(1.0, cfg.per_beta_start + (1 - cfg.per_beta_start) * self.training_steps / cfg.per_beta_steps)
             b = self.replay.sample(cfg.batch_size, beta)

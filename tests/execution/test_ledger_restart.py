@@ -151,6 +151,23 @@ def test_newer_schema_corrupt_file_and_wrong_account_are_refused(cfg, tmp_path):
         make_engine(cfg, ledger=Ledger(bad, "paper"))
 
 
+def test_a_schema_1_ledger_is_migrated_and_keeps_its_rows(cfg):
+    path = paper_db(cfg)
+    led = Ledger(path, "paper")
+    led.record_reward(7, "account", 0.5, {"pnl": 0.5}, 123)
+    led.close()
+    with sqlite3.connect(path) as db:  # what a ledger written by schema 1 looked like
+        for stmt in ("ALTER TABLE training DROP COLUMN scale", "ALTER TABLE training DROP COLUMN source",
+                     "ALTER TABLE rewards DROP COLUMN source", "DROP TABLE training_skips",
+                     "UPDATE meta SET value = '1' WHERE key = 'schema_version'"):
+            db.execute(stmt)
+    led = Ledger(path, "paper")
+    assert led.query("SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert led.query("SELECT position_id, model, reward, source FROM rewards") == [(7, "account", 0.5, "account")]
+    assert led.query("SELECT count(*) FROM training_skips") == [(0,)]
+    led.close()
+
+
 def test_disk_full_refuses_orders_and_loses_no_row(cfg):
     engine, mkt = make_engine(cfg, "paper.latency_ms=10", ledger=Ledger(paper_db(cfg), "paper"))
     mkt.start(BIDS, ASKS)

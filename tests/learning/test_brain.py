@@ -4,11 +4,20 @@ determinism, and no decisions on a book that is not LIVE."""
 from __future__ import annotations
 
 import itertools
+import math
 from decimal import Decimal
 
 import pytest
 
-from engine.core.events import DecisionMade, ModelTrained, Side, SignalEmitted, SubmitOrder, ToggleModel
+from engine.core.events import (
+    DecisionMade,
+    ModelTrained,
+    Side,
+    SignalEmitted,
+    SubmitOrder,
+    ToggleModel,
+    TrainingSkipped,
+)
 from engine.kernel import replay_session
 from tests.conftest import ETH, need_data
 from tests.support.config import settings_for
@@ -130,7 +139,9 @@ def test_manual_round_trip_trains_the_models(tmp_path):
     session = replay_session(cfg, ETH[:1], None)
     engine, replay = session.engine, session.replay
     trained: list[ModelTrained] = []
+    skipped: list[TrainingSkipped] = []
     engine.bus.on(ModelTrained, trained.append)
+    engine.bus.on(TrainingSkipped, skipped.append)
     events = replay.events()
     placed = []
     for n, (ts, ev) in enumerate(events):
@@ -150,9 +161,20 @@ def test_manual_round_trip_trains_the_models(tmp_path):
     engine.brain.wait_for_training()
     rewards = engine.brain.rewards
     assert len(rewards) == 1 and rewards[0].position_id == engine.portfolio.closed[0].position_id
-    assert {t.model for t in trained} == {"cnn", "dqn", "cob"}
     steps = engine.brain.training_steps()
-    assert steps["cob"] == 1  # one actor-critic step from the reward
+    # Only real updates are training events: each one moved its model's step counter.
+    assert [(t.model, t.step) for t in trained] == [("cob", 1)] and steps == {"cnn": 0, "dqn": 0, "cob": 1}
+    assert all(math.isfinite(t.loss) and t.scale == 1.0 / 3 for t in trained)
+    # The others had nothing to learn from yet: skips, with their reasons, never training rows.
+    reasons = {x.model: x.reason for x in skipped}
+    assert set(reasons) == {"cnn", "dqn"}
+    assert "warming up" in reasons["cnn"] and reasons["dqn"].startswith("replay warm-up: 1 of")
+    ledger = engine.ledger
+    ledger.flush()
+    assert ledger.query("SELECT model, step FROM training") == [("cob", 1)]
+    assert sorted(ledger.query("SELECT model, reason FROM training_skips")) == sorted(reasons.items())
+    (row,) = ledger.query("SELECT model, source, components FROM rewards")
+    assert row[0] == "account" and row[1] == "account" and "pnl" in row[2]
     engine.shutdown()
     # trained models were saved as checkpoints and load back
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))

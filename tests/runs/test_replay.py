@@ -146,18 +146,3 @@ def test_truncated_gzip_keeps_what_was_read(btc_files, tmp_path):
     assert 0 < s["trades"] < 9757
 
 
-def test_backtest_cli_reports_pnl_attribution_and_the_equity_curve(btc_files, tmp_path):
-    """`tradedesk backtest`: the full engine at max speed, then the report on stdout and in
-    --report, consistent with the run's summary."""
-    rep_path, summ_path = tmp_path / "report.json", tmp_path / "summary.json"
-    r = run_cli("backtest", btc_files[0], "--report", rep_path, "--summary-json", summ_path,
-                "--set", f'general.data_dir="{tmp_path}"', "--set", "models.load_checkpoints=false",
-                "--set", "fusion.explore_rate=0.2", "--set", "fusion.max_hold_s=20")
-    assert r.returncode == 0, r.stderr[-3000:]
-    rep, summ = json.loads(rep_path.read_text()), json.loads(summ_path.read_text())
-    assert rep["positions_closed"] == summ["positions_closed"] >= 2
-    assert Decimal(rep["pnl_after_fees"]) == Decimal(summ["realised_pnl"]) < Decimal(rep["pnl_before_fees"])
-    assert len(rep["equity"]) == rep["positions_closed"]
-    assert rep["attribution"] and rep["replay_x_realtime"] > 1
-    assert "realised equity" in r.stdout and "\x1b[" not in r.stdout  # drawn, as plain text
-    assert f"positions closed {rep['positions_closed']}" in r.stdout
