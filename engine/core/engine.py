@@ -238,6 +238,12 @@ class Engine:
         """Queue a command; it runs before the next market message (or on ``run_commands``)."""
         self._commands.append(cmd)
 
+    def send(self, cmd: Command) -> None:
+        """Queue a command and run it at once (the desk's way in, ``DeskPort``): one key
+        press, one command, applied even while a replay is paused or after it ended."""
+        self.submit(cmd)
+        self.run_commands()
+
     def execute(self, cmd: SubmitOrder | ClosePosition) -> OrderResult:
         """Run an order command now, after any queued before it, and say what became of it
         (the decision code's way in: it learns at once whether its order went out)."""
@@ -486,6 +492,7 @@ class Engine:
                                         o.filled, o.request.limit_price, o.state.value)
                               for o in self.orders.open.values()),
             live_confirmation=self.live_confirmation_phrase if self.live_confirmation_required else "",
+            run_mode=self.mode, order_qty=self.order_qty(self.primary),
         )
 
     def mode_label(self) -> str:

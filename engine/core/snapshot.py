@@ -124,3 +124,7 @@ class DeskSnapshot:
     trading_reason: str = ""  # why trading is REDUCING / HALTED
     open_orders: tuple[OrderView, ...] = ()
     live_confirmation: str = ""  # the phrase to type before live orders go out ("" = nothing to confirm)
+    run_mode: str = ""  # how the engine runs: live / replay / backtest (``mode`` is the label shown)
+    # The quantity the next manual order on the primary would have at the current mid,
+    # rounded to the step; None when there is no price yet (or it rounds below one step).
+    order_qty: Decimal | None = None
