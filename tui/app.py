@@ -2,7 +2,9 @@
 
 The engine is single-threaded asyncio. The driver (replay or live feed, anything with
 ``async run()``) runs as a worker in the app's own event loop, so market data, commands
-and the UI share one thread and never need locks; the UI only reads snapshots.
+and the UI share one thread and never need locks; the UI only reads snapshots. The app
+and its screens hold the engine as a :class:`~engine.core.ports.DeskPort`; only
+:func:`run_desk`, which closes the session at the end, sees more of it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from tui.screens.dialogs import ConfirmQuit
 from tui.widgets.positions_pane import side_word
 
 if TYPE_CHECKING:
-    from engine.core.engine import Engine
+    from engine.core.ports import DeskPort
     from engine.core.settings import Settings
+    from engine.kernel import Session
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,13 @@ class DeskApp(App[int]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012 - Textual declares it per instance
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # noqa: RUF012 - Textual declares it per instance
 
-    def __init__(self, cfg: Settings, engine: Engine, driver: Driver) -> None:
+    def __init__(self, cfg: Settings, port: DeskPort, driver: Driver, desk: DeskScreen | None = None) -> None:
+        """``desk`` replaces the desk screen (the desk's benchmark probes its mount)."""
         super().__init__()
         self.cfg = cfg
-        self.engine = engine
+        self.port = port
         self.driver = driver
-        self.desk = DeskScreen(cfg, engine)
+        self.desk = desk if desk is not None else DeskScreen(cfg, port)
         self.feed_worker: Worker[None] | None = None
 
     def on_mount(self) -> None:
@@ -80,9 +84,8 @@ class DeskApp(App[int]):
         if event.worker is not self.feed_worker:
             return
         if event.state is WorkerState.SUCCESS:
-            # Commands queued at the very end still apply (the driver may have ended between them).
-            self.engine.run_commands()
-            if self.engine.mode != "replay":  # a finished replay is announced by the desk's refresh
+            # Nothing is left queued: every key's command ran when it was sent (DeskPort.send).
+            if self.port.snapshot().run_mode != "replay":  # a finished replay is announced by the desk's refresh
                 self.desk.feed_status = ("feed ended: no more market data", "alert")
         elif event.state is WorkerState.ERROR:
             err = event.worker.error
@@ -101,7 +104,7 @@ class DeskApp(App[int]):
         if isinstance(self.screen, ConfirmQuit):
             await self.quit_desk()  # asked already: a second quit key means quit
             return
-        positions = self.engine.snapshot().positions
+        positions = self.port.snapshot().positions
         if not positions:
             await self.quit_desk()
             return
@@ -129,18 +132,21 @@ class DeskApp(App[int]):
         self.exit(0)
 
 
-def run_desk(cfg: Settings, engine: Engine, driver: Driver, args: Any = None) -> int:
-    """Run the desk until the user quits; returns the process exit code."""
-    app = DeskApp(cfg, engine, driver)
+def run_desk(cfg: Settings, session: Session) -> int:
+    """Run the desk over ``session`` until the user quits, then close the session; returns
+    the process exit code."""
+    if session.driver is None:
+        raise TypeError("the desk needs a session with a feed (live or replay)")
+    app = DeskApp(cfg, session.engine, session.driver)
     try:
         app.run()
     finally:
-        engine.shutdown()  # checkpoints saved, ledger closed, whatever way the app ended
+        session.close()  # checkpoints saved, ledger closed, whatever way the app ended
     if app.desk.refreshes:
         stats = app.desk.refresh_stats()
         log.info("desk refresh: %.0f refreshes, %.2f ms mean, %.2f ms p95, %.2f ms max; %d chart redraws, %.1f ms mean",
                  stats["n"], stats["mean_ms"], stats["p95_ms"], stats["max_ms"], stats["chart_draws"], stats["chart_ms"])
-    snap = engine.snapshot()
+    snap = session.engine.snapshot()
     print(f"tradedesk: desk closed; {len(snap.closed)} closed trades, realised PnL {fmt.signed(snap.realised_pnl)}, "
           f"{len(snap.positions)} open", file=sys.stderr)
     return app.return_code or 0

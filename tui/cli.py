@@ -185,7 +185,7 @@ def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
     from tui.app import SWITCH_TO_DEMO, run_desk
 
     session = live_session_from_args(cfg, args)
-    rc = run_desk(cfg, session.engine, session.live, args)
+    rc = run_desk(cfg, session)
     if rc == SWITCH_TO_DEMO:
         print("tradedesk: live exchange unreachable: opening the sample replay", file=sys.stderr)
         args.samples, args.speed = None, "1"
@@ -361,7 +361,7 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings, paths: list[Path]) -> in
 
     # linger: orders pressed after the data ends still fill on the last book
     session = replay_session(cfg, paths, speed, linger=True)
-    return run_desk(cfg, session.engine, session.replay, args)
+    return run_desk(cfg, session)
 
 
 def confirm_live_on_terminal(cfg: Settings, stdin: Any = None, out: Any = None) -> bool:

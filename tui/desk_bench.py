@@ -25,13 +25,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.runs.benchmarks import R1  # the recordings every bench figure uses
 
+if TYPE_CHECKING:
+    from textual.app import App
 
-def _settings(tmp: Path, *extra: str) -> Any:
+    from engine.core.settings import Settings
+    from engine.kernel import Session
+    from tui.app import DeskApp
+
+
+def _settings(tmp: Path, *extra: str) -> Settings:
     from engine.core import settings
 
     return settings.load(search=False, overrides=[
@@ -40,7 +48,7 @@ def _settings(tmp: Path, *extra: str) -> Any:
     ])
 
 
-def _desk_app(cfg: Any, engine: Any, replay: Any, on_mounted: Any) -> Any:
+def _desk_app(cfg: Settings, session: Session, on_mounted: Callable[[App[int]], None]) -> DeskApp:
     """The real desk app whose desk screen calls ``on_mounted(app)`` once it is mounted."""
     from tui.app import DeskApp
     from tui.screens.desk import DeskScreen
@@ -49,9 +57,7 @@ def _desk_app(cfg: Any, engine: Any, replay: Any, on_mounted: Any) -> Any:
         def on_mount(self) -> None:  # runs before DeskScreen.on_mount (Textual calls both)
             on_mounted(self.app)
 
-    app = DeskApp(cfg, engine, replay)
-    app.desk = ProbedDesk(cfg, engine)
-    return app
+    return DeskApp(cfg, session.engine, session.replay, desk=ProbedDesk(cfg, session.engine))
 
 
 def startup(data: Path) -> dict[str, Any]:
@@ -60,21 +66,20 @@ def startup(data: Path) -> dict[str, Any]:
 
     cfg = _settings(Path(tempfile.mkdtemp(prefix="tradedesk-b12-")))
     session = replay_session(cfg, [data / n for n in R1], 1.0)
-    engine, replay = session.engine, session.replay
     models_at = time.time()
     out: dict[str, Any] = {}
 
-    def mounted(app: Any) -> None:
+    def mounted(app: App[int]) -> None:
         def first_frame() -> None:  # after the first snapshot has been applied and painted
             out["first_frame_s"] = round(time.time() - t0, 3) if t0 else None
             out["models_loaded_s"] = round(models_at - t0, 3) if t0 else None
-            out["models"] = len(engine.brain.agents) if engine.brain is not None else 0
+            out["models"] = len(session.brain.agents) if session.brain is not None else 0
             app.exit(0)
 
         app.call_after_refresh(first_frame)
 
-    _desk_app(cfg, engine, replay, mounted).run(headless=True, size=(160, 48))
-    engine.shutdown()
+    _desk_app(cfg, session, mounted).run(headless=True, size=(160, 48))
+    session.close()
     return out
 
 
@@ -97,11 +102,11 @@ def ui(data: Path, seconds: float, hz: float) -> dict[str, Any]:
     else:
         marks: dict[str, float] = {}
 
-        def mounted(app: Any) -> None:
+        def mounted(app: App[int]) -> None:
             marks["c0"], marks["w0"] = time.process_time(), time.perf_counter()
             app.set_timer(seconds, lambda: app.exit(0))
 
-        app = _desk_app(cfg, engine, replay, mounted)
+        app = _desk_app(cfg, session, mounted)
         app.run(headless=True, size=(160, 48))
         out.update(cpu_s=time.process_time() - marks["c0"], wall_s=time.perf_counter() - marks["w0"])
         stats = app.desk.refresh_stats()
@@ -109,7 +114,7 @@ def ui(data: Path, seconds: float, hz: float) -> dict[str, Any]:
                    refresh_handler_ms_p95=round(stats["p95_ms"], 3), chart_draws=int(stats["chart_draws"]),
                    chart_draw_ms_mean=round(stats["chart_ms"], 3))
     out["messages"] = engine.messages
-    engine.shutdown()
+    session.close()
     return out
 
 

@@ -1,10 +1,11 @@
 """The desk: every pane over one engine, refreshed from an immutable snapshot.
 
-The screen never reads engine internals and never does work per market message: a
-timer pulls ``engine.snapshot()`` at ``ui.refresh_hz`` and applies it inside one
-``batch_update()``; each pane decides for itself whether anything changed. Keys turn
-into engine commands, which run at once (``run_commands``) so they also apply while a
-replay is paused or finished.
+The screen never reads engine internals and never does work per market message: it
+holds the engine as a :class:`~engine.core.ports.DeskPort` (snapshot, send a command,
+confirm live), so mypy checks that it reads nothing else. A timer pulls a snapshot at
+``ui.refresh_hz`` and applies it inside one ``batch_update()``; each pane decides for
+itself whether anything changed. Keys turn into engine commands, which run at once
+(``DeskPort.send``) so they also apply while a replay is paused or finished.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from tui.widgets.positions_pane import PositionsPane
 from tui.widgets.sparks import MarketSparks
 
 if TYPE_CHECKING:
-    from engine.core.engine import Engine
+    from engine.core.ports import DeskPort
     from engine.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,10 @@ class DeskScreen(Screen[None]):
     # logs so they can be scrolled from the keyboard.
     AUTO_FOCUS = None
 
-    def __init__(self, cfg: Settings, engine: Engine) -> None:
+    def __init__(self, cfg: Settings, port: DeskPort) -> None:
         super().__init__()
         self.cfg = cfg
-        self.engine = engine
+        self.port = port
         self.snap: DeskSnapshot | None = None
         #: Set by the app when the feed driver ends: (text, "info" | "alert").
         self.feed_status: tuple[str, str] = ("", "")
@@ -161,7 +162,7 @@ class DeskScreen(Screen[None]):
     def refresh_snapshot(self) -> None:
         """Pull one snapshot and apply it to every pane in a single batch."""
         t0 = time.perf_counter()
-        snap = self.engine.snapshot()
+        snap = self.port.snapshot()
         self.snap = snap
         live = is_live(snap)
         with self.app.batch_update():
@@ -190,7 +191,7 @@ class DeskScreen(Screen[None]):
         if snap.live_confirmation and not self._live_asked:
             self._live_asked = True
             self.ask_live_confirmation(snap.live_confirmation)
-        offline = self.engine.mode == "live" and str(snap.feed.get("status", "")).startswith("cannot reach")
+        offline = snap.run_mode == "live" and str(snap.feed.get("status", "")).startswith("cannot reach")
         if offline != self._offline:
             self._offline = offline
             self._keys = None
@@ -264,8 +265,7 @@ class DeskScreen(Screen[None]):
 
     def _send(self, cmd: Command) -> None:
         """Queue the command and run it now: one key press, one command, applied at once."""
-        self.engine.submit(cmd)
-        self.engine.run_commands()
+        self.port.send(cmd)
         self.refresh_snapshot()  # show the result without waiting for the next tick
 
     def note(self, text: str, level: str = "warn") -> None:
@@ -280,7 +280,7 @@ class DeskScreen(Screen[None]):
         def answered(typed: str | None) -> None:
             if typed is None:
                 self.note("live orders stay OFF until the phrase is typed (b or s asks again)")
-            elif self.engine.confirm_live(typed):
+            elif self.port.confirm_live(typed):
                 self.note("LIVE trading confirmed: orders go to the exchange", "good")
             else:
                 self.note("that is not the phrase: live orders stay OFF", "error")
@@ -289,19 +289,18 @@ class DeskScreen(Screen[None]):
         self.app.push_screen(ConfirmLive(phrase), answered)
 
     def action_order(self, side: str) -> None:
-        phrase = (self.snap or self.engine.snapshot()).live_confirmation
-        if phrase:
-            self.ask_live_confirmation(phrase)  # the order would be denied: ask instead
+        snap = self.port.snapshot()  # now, not as of the last refresh: the price may have just arrived
+        if snap.live_confirmation:
+            self.ask_live_confirmation(snap.live_confirmation)  # the order would be denied: ask instead
             return
-        symbol = self.engine.primary
-        qty = self.engine.order_qty(symbol)
-        if qty is None or qty <= 0:
-            self.note(f"{side} not sent: {self._why_no_qty(symbol)}")
+        if snap.order_qty is None or snap.order_qty <= 0:
+            self.note(f"{side} not sent: {self._why_no_qty(snap)}")
             return
-        self._send(ManualOrder(symbol, Side(side)))  # against an open position: closes it
+        self._send(ManualOrder(snap.primary, Side(side)))  # against an open position: closes it
 
-    def _why_no_qty(self, symbol: str) -> str:
-        snap = self.snap or self.engine.snapshot()
+    @staticmethod
+    def _why_no_qty(snap: DeskSnapshot) -> str:
+        symbol = snap.primary
         v = next((x for x in snap.symbols if x.symbol == symbol), None)
         if v is None:
             return f"no market data for {symbol} yet"
@@ -310,7 +309,7 @@ class DeskScreen(Screen[None]):
         return f"order size {fmt.qty(snap.order_notional)} is below {v.display}'s minimum quantity step"
 
     def action_close_position(self) -> None:
-        self._send(ClosePosition(self.engine.primary, "manual"))
+        self._send(ClosePosition(self.port.snapshot().primary, "manual"))
 
     def action_panic(self) -> None:
         self._send(Panic())
@@ -349,11 +348,10 @@ class DeskScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "sample_replay":
             # Offered only while the live exchange cannot be reached.
-            status = str(self.engine.feed_info.get("status", ""))
-            return self.engine.mode == "live" and status.startswith("cannot reach")
+            return self._offline
         if action == "pause":
             # Pausing applies to a replay that is still running; hide the key otherwise.
-            return self.engine.mode == "replay" and not self._replay_done
+            return self.snap is not None and self.snap.run_mode == "replay" and not self._replay_done
         return True
 
     # ------------------------------------------------------------------ measurements
