@@ -20,7 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
 from tui import format as fmt
-from tui.screens.desk import KEY_PREFIX, DeskScreen
+from tui.screens.desk import KEY_PREFIX, DeskScreen, FeedStatus
 from tui.screens.dialogs import ConfirmQuit
 from tui.widgets.positions_pane import side_word
 
@@ -86,11 +86,11 @@ class DeskApp(App[int]):
         if event.state is WorkerState.SUCCESS:
             # Nothing is left queued: every key's command ran when it was sent (DeskPort.send).
             if self.port.snapshot().run_mode != "replay":  # a finished replay is announced by the desk's refresh
-                self.desk.feed_status = ("feed ended: no more market data", "alert")
+                self.desk.feed_status = FeedStatus("feed ended: no more market data", "alert")
         elif event.state is WorkerState.ERROR:
             err = event.worker.error
             log.error("feed driver failed", exc_info=err)
-            self.desk.feed_status = (f"FEED STOPPED: {type(err).__name__}: {err}", "alert")
+            self.desk.feed_status = FeedStatus(f"FEED STOPPED: {type(err).__name__}: {err}", "alert")
             self.desk.note(f"feed stopped: {type(err).__name__}: {err}", "error")
 
     def on_desk_screen_sample_replay_requested(self, _: DeskScreen.SampleReplayRequested) -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -72,6 +73,13 @@ HELP = {
     "quit": "quit (asks first when a position is open)",
 }
 
+class FeedStatus(NamedTuple):
+    """A line for the banner about the feed: its text and "info" or "alert" ("" = none)."""
+
+    text: str = ""
+    level: str = ""
+
+
 TRAINING_WAIT = "waiting for the first training event (models train when a position closes)"
 
 PANES = [
@@ -109,17 +117,25 @@ class DeskScreen(Screen[None]):
     # logs so they can be scrolled from the keyboard.
     AUTO_FOCUS = None
 
+    snap: var[DeskSnapshot | None] = var(None, init=False, always_update=True)
+    """The engine snapshot on screen; setting it applies it to every pane (:meth:`watch_snap`).
+    Every snapshot is new (always_update: no field-by-field comparison at 10 Hz)."""
+    feed_status: var[FeedStatus] = var(FeedStatus(), init=False)
+    """How the feed ended, for the banner: set by the app, which owns the feed worker
+    (attributes down), and by the desk itself when a replay finishes."""
+    offline: var[bool] = var(False, init=False, bindings=True)
+    """The live exchange cannot be reached: the sample-replay key applies."""
+    replay_running: var[bool] = var(False, init=False, bindings=True)
+    """A replay that has not finished (paused or not): the pause key applies."""
+    replay_done: var[bool] = var(False, init=False)
+    """The replay's data has ended; the desk stays open for review."""
+
     def __init__(self, cfg: Settings, port: DeskPort) -> None:
         super().__init__()
         self.cfg = cfg
         self.port = port
-        self.snap: DeskSnapshot | None = None
-        #: Set by the app when the feed driver ends: (text, "info" | "alert").
-        self.feed_status: tuple[str, str] = ("", "")
         self.refresh_ms: deque[float] = deque(maxlen=600)
         self.refreshes = 0
-        self._replay_done = False
-        self._offline = False
         self._keys: dict[str, tuple[str, str]] | None = None
         self._charts: list[PriceChart | SecondsChart] = []
         self._live_asked = False
@@ -160,10 +176,16 @@ class DeskScreen(Screen[None]):
     # ------------------------------------------------------------------ refresh
 
     def refresh_snapshot(self) -> None:
-        """Pull one snapshot and apply it to every pane in a single batch."""
+        """Pull one snapshot; :meth:`watch_snap` applies it."""
         t0 = time.perf_counter()
-        snap = self.port.snapshot()
-        self.snap = snap
+        self.snap = self.port.snapshot()
+        self.refreshes += 1
+        self.refresh_ms.append((time.perf_counter() - t0) * 1000)
+
+    def watch_snap(self, snap: DeskSnapshot | None) -> None:
+        """Apply a snapshot to every pane in a single batch, then the state it implies."""
+        if snap is None:
+            return
         live = is_live(snap)
         with self.app.batch_update():
             self.set_class(not live, "-stale")
@@ -171,7 +193,7 @@ class DeskScreen(Screen[None]):
             self.query_one(DeskHeader).show_snapshot(snap)
             self._titles(snap, live)
             # Hidden panes (small terminals) cost nothing: skip them.
-            for chart in (self.query_one(PriceChart), self.query_one(SecondsChart)):
+            for chart in self._charts:
                 if chart.display:
                     chart.show(snap)
             sparks = self.query_one(MarketSparks)
@@ -186,29 +208,32 @@ class DeskScreen(Screen[None]):
             self.query_one("#signal-log", EventLog).show(snap.log)
             training = self.query_one("#training-log", EventLog)
             training.set_waiting(TRAINING_WAIT if snap.training else "training is OFF: closed positions do not "
-                                 "train the models (t turns it on)")
+                                 f"train the models ({self._key_for('training')} turns it on)")
             training.show(snap.training_log)
+        self.offline = snap.run_mode == "live" and str(snap.feed.get("status", "")).startswith("cannot reach")
+        self.replay_done = bool(snap.replay.get("done"))
+        self.replay_running = snap.run_mode == "replay" and not self.replay_done
         if snap.live_confirmation and not self._live_asked:
             self._live_asked = True
             self.ask_live_confirmation(snap.live_confirmation)
-        offline = snap.run_mode == "live" and str(snap.feed.get("status", "")).startswith("cannot reach")
-        if offline != self._offline:
-            self._offline = offline
-            self._keys = None
-            self.refresh_bindings()  # the sample-replay key applies only while offline
-            if offline:
-                key = self.key_map().get("sample_replay", ("r", ""))[0]
-                self.note(f"the exchange cannot be reached: still retrying; press {key} for the sample replay")
-        done = bool(snap.replay.get("done"))
-        if done != self._replay_done:
-            self._replay_done = done
-            if done:
-                self.feed_status = ("replay finished", "info")
-                self.note("replay finished: the desk stays open", "good")
-            self._keys = None
-            self.refresh_bindings()  # pause no longer applies
-        self.refreshes += 1
-        self.refresh_ms.append((time.perf_counter() - t0) * 1000)
+
+    def watch_offline(self, offline: bool) -> None:
+        self._keys = None  # the sample-replay key comes or goes (bindings=True refreshes the footer)
+        if offline:
+            self.note(f"the exchange cannot be reached: still retrying; press {self._key_for('sample_replay')} "
+                      "for the sample replay")
+
+    def watch_replay_running(self) -> None:
+        self._keys = None  # the pause key comes or goes
+
+    def watch_replay_done(self, done: bool) -> None:
+        if done:
+            self.feed_status = FeedStatus("replay finished", "info")
+            self.note("replay finished: the desk stays open", "good")
+
+    def watch_feed_status(self) -> None:
+        if self.snap is not None:  # shown at once, not at the next refresh
+            self._banner(self.snap)
 
     def _banner(self, snap: DeskSnapshot) -> None:
         text, level = snap.banner, "alert" if snap.banner else ""
@@ -346,12 +371,12 @@ class DeskScreen(Screen[None]):
         self.post_message(self.SampleReplayRequested())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that do not apply now are hidden; the reactives they depend on refresh the
+        bindings when they change (``bindings=True``)."""
         if action == "sample_replay":
-            # Offered only while the live exchange cannot be reached.
-            return self._offline
+            return self.offline  # offered only while the live exchange cannot be reached
         if action == "pause":
-            # Pausing applies to a replay that is still running; hide the key otherwise.
-            return self.snap is not None and self.snap.run_mode == "replay" and not self._replay_done
+            return self.replay_running  # pausing applies to a replay that is still running
         return True
 
     # ------------------------------------------------------------------ measurements
