@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.keys import format_key
 from textual.message import Message
 from textual.reactive import var
 from textual.screen import Screen
@@ -54,24 +55,13 @@ log = logging.getLogger(__name__)
 #: Binding ids are "desk.<name>" where <name> is the key's name in settings [keys].
 KEY_PREFIX = "desk."
 
-#: What each key does, for the help screen (the footer uses the short descriptions).
-HELP = {
-    "buy": "buy the order size at market; closes the short when short",
-    "sell": "sell the order size at market; closes the long when long, opens a short when flat (paper)",
-    "close": "close the open position at market",
-    "panic": "flatten every position and HALT trading",
-    "auto": "automatic trading from fused model decisions on/off",
-    "toggle_cnn": "CNN model on/off",
-    "toggle_dqn": "DQN model on/off",
-    "toggle_cob": "COB (order book) model on/off",
-    "training": "training on closed positions on/off",
-    "size_up": "order size up by one step",
-    "size_down": "order size down by one step (never below one step)",
-    "pause": "pause / resume the replay",
-    "sample_replay": "live feed unreachable: open the sample recording instead (tradedesk demo)",
-    "help": "this help",
-    "quit": "quit (asks first when a position is open)",
-}
+class KeyHelp(NamedTuple):
+    """One desk key as it applies now: how it is shown, its footer label, its help text."""
+
+    keys: str
+    label: str
+    help: str
+
 
 class FeedStatus(NamedTuple):
     """A line for the banner about the feed: its text and "info" or "alert" ("" = none)."""
@@ -95,22 +85,38 @@ PANES = [
 class DeskScreen(Screen[None]):
     """All panes of the desk; keys send engine commands."""
 
+    #: The one source of what each key does: the footer shows the description, the help
+    #: screen the tooltip (after the settings keymap), and a test holds the key tables
+    #: of README.md and docs/desk.md to both (:func:`key_table`).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("b", "order('BUY')", "Buy", id="desk.buy"),
-        Binding("s", "order('SELL')", "Sell", id="desk.sell"),
-        Binding("c", "close_position", "Close", id="desk.close"),
-        Binding("x", "panic", "Panic", id="desk.panic"),
-        Binding("a", "auto", "Auto", id="desk.auto"),
-        Binding("1", "toggle_model('cnn')", "CNN", id="desk.toggle_cnn", show=False),
-        Binding("2", "toggle_model('dqn')", "DQN", id="desk.toggle_dqn", show=False),
-        Binding("3", "toggle_model('cob')", "COB", id="desk.toggle_cob", show=False),
-        Binding("t", "training", "Train", id="desk.training", show=False),
-        Binding("plus", "size(1)", "Size+", id="desk.size_up", show=False),
-        Binding("minus", "size(-1)", "Size-", id="desk.size_down", show=False),
-        Binding("space", "pause", "Pause", id="desk.pause"),
-        Binding("r", "sample_replay", "Sample replay", id="desk.sample_replay"),
-        Binding("question_mark", "help", "Help", id="desk.help"),
-        Binding("q", "app.request_quit", "Quit", id="desk.quit"),
+        Binding("b", "order('BUY')", "Buy", id="desk.buy",
+                tooltip="buy the order size at market (manual); when short, close the short instead"),
+        Binding("s", "order('SELL')", "Sell", id="desk.sell",
+                tooltip="sell the order size at market; when long, close the long instead; "
+                        "when flat this opens a short (paper, paper.allow_short)"),
+        Binding("c", "close_position", "Close", id="desk.close", tooltip="close the open position at market"),
+        Binding("x", "panic", "Panic", id="desk.panic", tooltip="flatten every position and HALT trading"),
+        Binding("a", "auto", "Auto", id="desk.auto", tooltip="automatic trading from fused model decisions on/off"),
+        Binding("1", "toggle_model('cnn')", "CNN", id="desk.toggle_cnn", show=False,
+                tooltip="CNN model on/off (takes effect at the next decision)"),
+        Binding("2", "toggle_model('dqn')", "DQN", id="desk.toggle_dqn", show=False,
+                tooltip="DQN model on/off (takes effect at the next decision)"),
+        Binding("3", "toggle_model('cob')", "COB", id="desk.toggle_cob", show=False,
+                tooltip="COB (order book) model on/off (takes effect at the next decision)"),
+        Binding("t", "training", "Train", id="desk.training", show=False,
+                tooltip="training on closed positions on/off"),
+        Binding("plus", "size(1)", "Size+", id="desk.size_up", show=False,
+                tooltip="order size up by trading.notional_step (never above risk.max_order_notional)"),
+        Binding("minus", "size(-1)", "Size-", id="desk.size_down", show=False,
+                tooltip="order size down by trading.notional_step (never below one step)"),
+        Binding("space", "pause", "Pause", id="desk.pause",
+                tooltip="pause/resume a replay (shown only while a replay runs)"),
+        Binding("r", "sample_replay", "Sample replay", id="desk.sample_replay",
+                tooltip="only while the live exchange cannot be reached: open the sample replay (tradedesk demo)"),
+        Binding("question_mark", "help", "Help", id="desk.help",
+                tooltip="the keys as mapped, and the UI's measured refresh cost"),
+        Binding("q", "app.request_quit", "Quit", id="desk.quit",
+                tooltip="quit; asks first when a position is open (y quits, n/esc stays)"),
     ]
 
     # Nothing is focused at start: every key goes to the desk. Tab focuses the tables and
@@ -136,7 +142,7 @@ class DeskScreen(Screen[None]):
         self.port = port
         self.refresh_ms: deque[float] = deque(maxlen=600)
         self.refreshes = 0
-        self._keys: dict[str, tuple[str, str]] | None = None
+        self._keys: dict[str, KeyHelp] | None = None
         self._charts: list[PriceChart | SecondsChart] = []
         self._live_asked = False
 
@@ -270,20 +276,23 @@ class DeskScreen(Screen[None]):
         return f"flat — {buy} buys, {sell} sells {fmt.qty(snap.order_notional)} {quote}".rstrip()
 
     def _key_for(self, name: str) -> str:
-        return self.key_map().get(name, ("?", ""))[0]
+        key = self.key_map().get(name)
+        return key.keys if key is not None else "?"
 
-    def key_map(self) -> dict[str, tuple[str, str]]:
-        """Binding name -> (key as displayed, description), after the settings keymap."""
+    def key_map(self) -> dict[str, KeyHelp]:
+        """The desk's keys that apply now, after the settings keymap, in the order of
+        :attr:`BINDINGS`: setting name -> (keys as displayed, footer label, help)."""
         if self._keys is None:
-            found: dict[str, tuple[str, str]] = {}
+            found: dict[str, KeyHelp] = {}
             for ab in self.active_bindings.values():
                 b = ab.binding
                 if ab.node is self and b.id and b.id.startswith(KEY_PREFIX):
                     name = b.id.removeprefix(KEY_PREFIX)
                     shown = self.app.get_key_display(b)
                     prev = found.get(name)
-                    found[name] = (f"{prev[0]} {shown}" if prev else shown, b.description)
-            self._keys = found
+                    found[name] = KeyHelp(f"{prev.keys} {shown}" if prev else shown, b.description,
+                                          b.tooltip or b.description)
+            self._keys = {name: found[name] for name in binding_names() if name in found}
         return self._keys
 
     # ------------------------------------------------------------------ commands
@@ -355,8 +364,7 @@ class DeskScreen(Screen[None]):
         self._send(PauseReplay(None))
 
     def action_help(self) -> None:
-        keys = self.key_map()
-        rows = [(keys[name][0], text) for name, text in HELP.items() if name in keys]
+        rows = [(key.keys, key.help) for key in self.key_map().values()]
         stats = self.refresh_stats()
         notes = [*PANES, "",
                  f"UI refresh {self.cfg.ui.refresh_hz:g} Hz: {stats['mean_ms']:.1f} ms mean, "
@@ -393,3 +401,27 @@ class DeskScreen(Screen[None]):
             "chart_draws": float(draws),
             "chart_ms": sum(c.draw_s for c in charts) * 1000 / draws if draws else 0.0,
         }
+
+
+# ---------------------------------------------------------------------------- the key table
+
+
+def desk_bindings() -> list[Binding]:
+    """The desk's bindings as declared (default keys, before any settings keymap)."""
+    return [b for b in DeskScreen.BINDINGS if isinstance(b, Binding)]
+
+
+def binding_names() -> list[str]:
+    """The desk's keys by their setting name in ``[keys]``, in declaration order."""
+    return [b.id.removeprefix(KEY_PREFIX) for b in desk_bindings() if b.id and b.id.startswith(KEY_PREFIX)]
+
+
+def key_table() -> list[tuple[str, str, str]]:
+    """(default key as displayed, setting name, what it does) per desk key: what the key
+    tables of README.md and docs/desk.md show (a test keeps them in step)."""
+    rows = []
+    for b in desk_bindings():
+        if b.id and b.id.startswith(KEY_PREFIX):
+            keys = " ".join(f"`{format_key(k.strip())}`" for k in b.key.split(","))
+            rows.append((keys, f"`{b.id.removeprefix(KEY_PREFIX)}`", b.tooltip or b.description))
+    return rows
