@@ -96,3 +96,36 @@ def test_key_table_shows_keys_as_the_footer_does():
     assert rows["`help`"] == "`?`"
     assert rows["`pause`"] == "`space`"
     assert all(re.fullmatch(r"`[^`]+`( `[^`]+`)*", key) for key in rows.values())
+
+
+async def test_dialogs_bring_their_own_styles(tmp_path):
+    """The dialogs' styles live beside them (tui/screens/dialogs.tcss, each dialog's
+    CSS_PATH), not in the desk's stylesheet."""
+    from tui.screens.dialogs import ConfirmQuit
+
+    assert "#help-box" not in (ROOT / "tui" / "desk.tcss").read_text(encoding="utf-8")
+    app, _, _ = scripted_desk(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        box = app.screen.query_one("#help-box")
+        assert box.styles.border_top[0] == "thick"
+        assert box.outer_size.width == 96
+        await pilot.press("escape")
+        app.push_screen(ConfirmQuit("a position is open"))
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuit) and bool(app.screen.query("#confirm-box")),
+                       "the quit question")
+        await pilot.pause()
+        box = app.screen.query_one("#confirm-box")
+        assert box.outer_size.width == 64
+        assert box.styles.border_top[0] == "thick"
+
+
+def test_every_stylesheet_is_package_data():
+    """pyproject's package-data ships every .tcss file of tui/ (an installed desk without
+    its dialogs' styles would still run, unstyled)."""
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["tui"]
+    shipped = {p for g in globs for p in (ROOT / "tui").glob(g)}
+    assert set((ROOT / "tui").rglob("*.tcss")) == shipped

@@ -1,4 +1,6 @@
-"""Modal dialogs: help (the keys as currently mapped) and the quit confirmation."""
+"""Modal dialogs: help (the keys as currently mapped), the quit and live confirmations.
+
+Their styles live beside them in ``dialogs.tcss`` (each dialog's ``CSS_PATH``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from textual.widgets import Button, Input, Label, Static
 class HelpScreen(ModalScreen[bool]):
     """The desk's keys (after any remapping from settings) and what each pane shows."""
 
+    CSS_PATH = "dialogs.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q,enter", "close", "Close", show=False),
     ]
@@ -45,6 +48,7 @@ class HelpScreen(ModalScreen[bool]):
 class ConfirmQuit(ModalScreen[bool]):
     """Asked only when a position is open: quitting leaves it open on the account."""
 
+    CSS_PATH = "dialogs.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Quit", show=False),
         Binding("n,escape", "answer(False)", "Stay", show=False),
@@ -75,6 +79,7 @@ class ConfirmLive(ModalScreen[str | None]):
     Returns what was typed (the engine decides whether it matches), or None on escape.
     """
 
+    CSS_PATH = "dialogs.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Not now", show=False),
     ]
