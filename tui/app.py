@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -39,6 +39,13 @@ class Driver(Protocol):
     """A feed that pushes market data into the engine until it ends (replay) or forever (live)."""
 
     async def run(self) -> None: ...
+
+
+@runtime_checkable
+class StoppableDriver(Driver, Protocol):
+    """A feed that wants to be stopped its own way (the live driver closes its sockets)."""
+
+    def stop(self, why: str) -> None: ...
 
 
 def keymap_from(cfg: Settings) -> dict[str, str]:
@@ -124,9 +131,9 @@ class DeskApp(App[int]):
     async def quit_desk(self) -> None:
         """Stop the feed the way it wants to be stopped (the live driver closes its sockets
         and sessions), then leave; a feed that does not stop in time is cancelled."""
-        worker, stop = self.feed_worker, getattr(self.driver, "stop", None)
-        if worker is not None and worker.is_running and callable(stop):
-            stop("desk closed")
+        worker = self.feed_worker
+        if worker is not None and worker.is_running and isinstance(self.driver, StoppableDriver):
+            self.driver.stop("desk closed")
             with contextlib.suppress(Exception):  # its outcome is logged by on_worker_state_changed
                 await asyncio.wait_for(worker.wait(), FEED_STOP_S)
         self.exit(0)

@@ -188,8 +188,8 @@ def cmd_live(args: argparse.Namespace, cfg: Settings) -> int:
     rc = run_desk(cfg, session)
     if rc == SWITCH_TO_DEMO:
         print("tradedesk: live exchange unreachable: opening the sample replay", file=sys.stderr)
-        args.samples, args.speed = None, "1"
-        return cmd_demo(args, cfg)
+        # The demo's own options on a copy, not grafted onto the live command's namespace.
+        return cmd_demo(argparse.Namespace(**{**vars(args), "samples": None, "speed": "1"}), cfg)
     return rc
 
 

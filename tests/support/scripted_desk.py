@@ -48,6 +48,7 @@ class ManualDriver:
     def __init__(self) -> None:
         self._done = asyncio.Event()
         self._error: Exception | None = None
+        self.stopped_because = ""
 
     async def run(self) -> None:
         await self._done.wait()
@@ -61,7 +62,8 @@ class ManualDriver:
         self._error = error
         self._done.set()
 
-    def stop(self, reason: str) -> None:
+    def stop(self, why: str) -> None:
+        self.stopped_because = why
         self.end()
 
 

@@ -118,3 +118,33 @@ async def test_a_failing_feed_shows_why_in_the_banner_and_the_log(tmp_path):
         assert "FEED STOPPED: ConnectionError: socket closed by peer" in plain(desk.query_one(Banner))
         assert "feed stopped: ConnectionError: socket closed by peer" in log_text(desk)
         assert app.is_running, "the desk stays up to show it"
+
+
+async def test_quitting_stops_the_feed_its_own_way(tmp_path):
+    app, _, driver = scripted_desk(tmp_path, mode="live")
+    async with app.run_test(size=WIDE) as pilot:
+        await wait_for(pilot, lambda: app.desk.snap is not None, "the first snapshot")
+        await pilot.press("q")  # flat: no question
+        await wait_for(pilot, lambda: not app.is_running, "the desk to quit")
+    assert driver.stopped_because == "desk closed"
+    assert app.return_code == 0
+
+
+def test_the_cli_opens_the_demo_with_its_own_options(monkeypatch, tmp_path):
+    """After the desk asked for the sample replay, the live command runs the demo on a
+    namespace of its own (samples looked up, speed 1), not on the live command's."""
+    import argparse
+
+    import tui.app
+    from tests.support.config import settings_for
+    from tui import cli
+
+    opened: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "live_session_from_args", lambda cfg, args: None)
+    monkeypatch.setattr(tui.app, "run_desk", lambda cfg, session: SWITCH_TO_DEMO)
+    monkeypatch.setattr(cli, "cmd_demo", lambda args, cfg: opened.append(args) or 0)
+    args = argparse.Namespace(live=False, headless=False, max_seconds=None)
+    assert cli.cmd_live(args, settings_for(tmp_path)) == 0
+    (demo,) = opened
+    assert (demo.samples, demo.speed, demo.headless) == (None, "1", False)
+    assert not hasattr(args, "samples"), "the live command's namespace is left as it was"
