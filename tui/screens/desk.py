@@ -6,6 +6,13 @@ confirm live), so mypy checks that it reads nothing else. A timer pulls a snapsh
 ``ui.refresh_hz`` and applies it inside one ``batch_update()``; each pane decides for
 itself whether anything changed. Keys turn into engine commands, which run at once
 (``DeskPort.send``) so they also apply while a replay is paused or finished.
+
+The screen's state is declared as reactives: the snapshot on screen (its watcher applies
+it), whether the exchange is unreachable and whether a replay runs (``bindings=True``:
+the keys that depend on them come and go in the footer), and the feed's status, which the
+app sets when its feed worker ends (attributes down). What the app decides flows up as a
+message (:class:`DeskScreen.SampleReplayRequested`). What each key does is said once, in
+:attr:`DeskScreen.BINDINGS`: the footer label and, as the tooltip, the help text.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ log = logging.getLogger(__name__)
 
 #: Binding ids are "desk.<name>" where <name> is the key's name in settings [keys].
 KEY_PREFIX = "desk."
+
 
 class KeyHelp(NamedTuple):
     """One desk key as it applies now: how it is shown, its footer label, its help text."""
@@ -298,7 +306,7 @@ class DeskScreen(Screen[None]):
     # ------------------------------------------------------------------ commands
 
     def _send(self, cmd: Command) -> None:
-        """Queue the command and run it now: one key press, one command, applied at once."""
+        """One key press, one command, run at once (``DeskPort.send``); then show the result."""
         self.port.send(cmd)
         self.refresh_snapshot()  # show the result without waiting for the next tick
 
