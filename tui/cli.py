@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the desk's current checkpoints (read-only) instead of fresh models")
     p.add_argument("--save-checkpoints", metavar="DIR", help="write the models as they end up into DIR")
 
+    p = sub.add_parser("synth", help="write a synthetic session with a known answer (planted lead-lag or null)")
+    _common(p, sub=True)
+    # Checked by cmd_synth, not argparse, so a bad value is one line naming the argument.
+    p.add_argument("--market", metavar="planted|null",
+                   help="planted: book imbalance and taker flow predict ETHUSDT's next 30 s; null: the same "
+                        "book and flow over a martingale price (required)")
+    p.add_argument("--minutes", metavar="N", help="market minutes to generate, > 0 (required)")
+    p.add_argument("--seed", metavar="S", help="seed, an integer >= 0 (required)")
+    p.add_argument("--out", metavar="FILE", help="session to write (.gz for gzip); folders are created (required)")
+    p.add_argument("--strength", metavar="K", default="1",
+                   help="planted drift as a multiple of 2e-4 per second per unit of pressure, >= 0 (default 1)")
+
     p = sub.add_parser("train", help="offline pre-training of the CNN on perfect moves")
     _common(p, sub=True)
     p.add_argument("paths", nargs="+", metavar="PATH",
@@ -152,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_record(args, cfg)
         if args.command == "backtest":
             return cmd_backtest(args, cfg)
+        if args.command == "synth":
+            return cmd_synth(args, cfg)
         if args.command == "train":
             return cmd_train(args, cfg)
         if args.command == "models":
@@ -282,6 +296,48 @@ def cmd_backtest(args: argparse.Namespace, cfg: Settings) -> int:
             write_summary(Path(args.summary_json), run.summary)
     if args.report:
         Path(args.report).write_text(json.dumps(rep, indent=2, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace, cfg: Settings) -> int:
+    """Write a synthetic session (``engine.testing.synth_market``) and print what it measures."""
+    import math
+
+    from engine.testing.synth_market import MARKETS, generate
+
+    def bad(arg: str, value: object, expected: str) -> int:
+        shown = "missing" if value is None else repr(value)
+        print(f"tradedesk synth: {arg} {shown}: expected {expected}", file=sys.stderr)
+        return 2
+
+    if args.market not in MARKETS:
+        return bad("--market", args.market, " or ".join(MARKETS))
+    try:
+        minutes = float(args.minutes)
+    except (TypeError, ValueError):
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        return bad("--minutes", args.minutes, "a number of minutes > 0")
+    try:
+        seed = int(args.seed)
+    except (TypeError, ValueError):
+        seed = -1
+    if seed < 0:
+        return bad("--seed", args.seed, "an integer >= 0")
+    try:
+        strength = float(args.strength)
+    except (TypeError, ValueError):
+        strength = math.nan
+    if not (math.isfinite(strength) and strength >= 0):
+        return bad("--strength", args.strength, "a number >= 0")
+    if not args.out:
+        return bad("--out", None, "a file to write")
+    summary = generate(Path(args.out), args.market, minutes, seed, strength=strength)
+    print(summary.line())
+    if args.summary_json:
+        from engine.runs.headless import write_summary
+
+        write_summary(Path(args.summary_json), summary.as_dict())
     return 0
 
 
