@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--market", metavar="planted|null",
                    help="planted: book imbalance and taker flow predict ETHUSDT's next 30 s; null: the same "
                         "book and flow over a martingale price (required)")
-    p.add_argument("--minutes", metavar="N", help="market minutes to generate, > 0 (required)")
+    p.add_argument("--minutes", metavar="N", help="market minutes to generate, > 0, at most a day (required)")
     p.add_argument("--seed", metavar="S", help="seed, an integer >= 0 (required)")
     p.add_argument("--out", metavar="FILE", help="session to write (.gz for gzip); folders are created (required)")
     p.add_argument("--strength", metavar="K", default="1",
@@ -303,7 +303,7 @@ def cmd_synth(args: argparse.Namespace, cfg: Settings) -> int:
     """Write a synthetic session (``engine.testing.synth_market``) and print what it measures."""
     import math
 
-    from engine.testing.synth_market import MARKETS, generate
+    from engine.testing.synth_market import MARKETS, MAX_MINUTES, generate
 
     def bad(arg: str, value: object, expected: str) -> int:
         shown = "missing" if value is None else repr(value)
@@ -316,8 +316,8 @@ def cmd_synth(args: argparse.Namespace, cfg: Settings) -> int:
         minutes = float(args.minutes)
     except (TypeError, ValueError):
         minutes = math.nan
-    if not (math.isfinite(minutes) and minutes > 0):
-        return bad("--minutes", args.minutes, "a number of minutes > 0")
+    if not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
+        return bad("--minutes", args.minutes, f"a number of minutes > 0, at most {MAX_MINUTES}")
     try:
         seed = int(args.seed)
     except (TypeError, ValueError):

@@ -2,8 +2,9 @@
 
 A session holds two symbols, **ETHUSDT** (the traded primary, starting at 2500.00) and
 **BTCUSDT** (the reference, starting at 60000.00), in the capture format the replay
-reads: one ``<sym>@depthSnapshot`` line per symbol (60 levels a side), then
-``@depth@100ms`` diffs every 100 ms of event time with a consistent update-id chain,
+reads: one ``<sym>@depthSnapshot`` line per symbol (66 levels a side), then
+``@depth@100ms`` diffs every 100 ms of event time with a consistent update-id chain
+(a step in which no level changed sends none, as on Binance),
 ``@trade`` frames with increasing trade ids, and ``@bookTicker`` frames whenever the best
 bid or ask changes. Event times start at 2024-01-01T00:00:00Z; each line's receive stamp
 is its event time + 5 ms + a seeded jitter under 2 ms, never earlier than the line
@@ -21,7 +22,7 @@ It shows, identically in both markets, in what a trader observes:
 - **book imbalance**: the top 10 levels a side have sizes
   ``base * lognormal(0, 0.3) * exp(+0.5 x)`` (bids) and ``... * exp(-0.5 x)`` (asks);
   a level's lognormal factor persists and is redrawn at random (2 % a step), and a posted
-  size is re-quoted when its target has moved by more than 5 %;
+  size is re-quoted when its target has moved by more than 10 %;
 - **taker flow**: trades arrive as a Poisson process (4 a second a symbol); each is a
   taker BUY (at the best ask, ``m=false``) with probability ``0.5 + 0.35 tanh(x)``, else a
   taker SELL (at the best bid, ``m=true``); sizes lognormal, capped at the best level.
@@ -43,15 +44,17 @@ The mid price moves by a log return every step:
 BTCUSDT is a martingale with ``sigma`` in both markets; its own independent ``x`` drives
 only its book and flow. A seed fixes everything (numpy ``default_rng`` streams per
 component), so ``planted`` and ``null`` with one seed share the pressure paths, the price
-shocks ``eps``, the spreads and the trade times, sides and sizes: only the price law
-differs. The same arguments give a byte-identical file (gzip written with ``mtime=0``
+shocks ``eps``, the spreads and the trade times, sides and drawn sizes: only the price
+law differs. The same arguments give a byte-identical file (gzip written with ``mtime=0``
 and no file name); nothing reads the wall clock.
 
 Book shape: the best bid and ask are ``round(mid - s/2)`` and that plus ``s`` ticks, the
 spread ``s`` being 1, 2 or 3 ticks (60 / 30 / 10 %, redrawn 10 % of the steps), so the
-book is never crossed or locked. Behind the best, levels sit on a fixed lattice (every
-5 ticks for ETH, every 100 for BTC: about 0.2 bp for both), so that a move of the mid
-adds and removes a few levels at the edges instead of repricing the whole book.
+book is never crossed or locked. Behind the best, levels sit on a fixed price lattice
+(every 10 ticks for ETH, every 200 for BTC: 0.3–0.4 bp for both), 50 to 80 of them a
+side, so that a move of the mid (about 30 ticks of ETH a step at this volatility) adds
+and removes a few levels near the top instead of repricing the whole book; the far end
+is trimmed or refilled only when a side leaves that band.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ import numpy as np
 import orjson
 
 MARKETS = ("planted", "null")
+MAX_MINUTES = 1440  # a day: the per-step series are held in memory (~100 bytes a step)
 
 #: 2024-01-01T00:00:00Z in ms: the first event time of every session.
 START_MS = 1_704_067_200_000
@@ -269,7 +273,7 @@ class _SymbolSim:
         self.trade_cursor = 0
         # Book noise: per-level persistent factors, redrawn at random for the top levels.
         self.book_rng = rngs["book"]
-        self.churn_u = rngs["churn"].random((n, 2, TOP_LEVELS))
+        self.churn = rngs["churn"]  # drawn a step at a time: a long session stays small
         self.base_units = spec.base_qty * self.unit
         self.bids: dict[int, int] = {}  # price -> posted size
         self.asks: dict[int, int] = {}
@@ -301,6 +305,8 @@ class _SymbolSim:
             self.bid_lo = b1 - (DEPTH_MID - 1) * g
         if not DEPTH_MIN <= (self.ask_hi - a1) // g + 1 <= DEPTH_MAX:
             self.ask_hi = a1 + (DEPTH_MID - 1) * g
+        if self.bid_lo < 1:  # ~13 sd of a day's move: refuse rather than write a bad price
+            raise ValueError(f"{self.spec.symbol}: the simulated price fell off the tick grid")
         bid_set = set(range(self.bid_lo, b1 + 1, g))
         bid_set.add(bb)
         ask_set = set(range(a1, self.ask_hi + 1, g))
@@ -338,8 +344,9 @@ class _SymbolSim:
     def _move_book(self, k: int, b_out: list[list[str]], a_out: list[list[str]]) -> None:
         bid_top, bid_set, ask_top, ask_set = self._targets(k)
         tilt = math.exp(IMBALANCE_LOADING * self.x[k])
-        self._side(self.bids, self.bid_noise, bid_top, bid_set, tilt, self.churn_u[k, 0], b_out)
-        self._side(self.asks, self.ask_noise, ask_top, ask_set, 1 / tilt, self.churn_u[k, 1], a_out)
+        churn = self.churn.random((2, TOP_LEVELS))
+        self._side(self.bids, self.bid_noise, bid_top, bid_set, tilt, churn[0], b_out)
+        self._side(self.asks, self.ask_noise, ask_top, ask_set, 1 / tilt, churn[1], a_out)
         self._observe(k, bid_top, ask_top)
 
     def snapshot(self) -> dict[str, Any]:
@@ -458,8 +465,8 @@ def generate(out: Path, market: str, minutes: float, seed: int, *, strength: flo
     return what was written and measured. Raises ValueError on bad arguments."""
     if market not in MARKETS:
         raise ValueError(f"market {market!r}: expected one of {', '.join(MARKETS)}")
-    if not (math.isfinite(minutes) and minutes > 0):
-        raise ValueError(f"minutes {minutes!r}: expected a positive number")
+    if not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
+        raise ValueError(f"minutes {minutes!r}: expected a number in (0, {MAX_MINUTES}]")
     if not (math.isfinite(strength) and strength >= 0):
         raise ValueError(f"strength {strength!r}: expected a number >= 0")
     if seed < 0:
