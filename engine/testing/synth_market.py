@@ -62,7 +62,7 @@ from __future__ import annotations
 import functools
 import gzip
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -211,10 +211,12 @@ class SynthSummary:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _price_str(ticks: int) -> str:
+    """0.01 ticks -> Binance's 8-decimal spelling (``250001`` -> ``2500.01000000``)."""
     return f"{ticks // 100}.{ticks % 100:02d}000000"
 
 
-def _qty_formatter(decimals: int) -> Any:
+def _qty_formatter(decimals: int) -> Callable[[int], str]:
+    """Step units -> Binance's 8-decimal spelling (``1234`` at 4 decimals -> ``0.12340000``)."""
     unit = 10**decimals
     pad = "0" * (8 - decimals)
 
