@@ -17,6 +17,17 @@ from models.dqn.dqn_agent import DQNAgent
 from models.dqn.dueling_dqn import DQNConfig, DuelingQNet
 
 AGENTS: dict[str, Callable[..., Agent]] = {"cnn": CNNAgent, "dqn": DQNAgent, "cob": COBAgent}
+CONFIGS: dict[str, Any] = {"cnn": CNNConfig, "dqn": DQNConfig, "cob": COBConfig}
+
+
+def make_agent(kind: str, preset: str, device: str | torch.device, seed: int, name: str,
+               **overrides: object) -> Agent:
+    """An agent of ``kind`` with its preset's config, fields in ``overrides`` replaced
+    (e.g. the DQN's epsilon decay and regime multipliers from settings)."""
+    if kind not in AGENTS:
+        raise ValueError(f"unknown model kind {kind!r}: expected one of {sorted(AGENTS)}")
+    config = CONFIGS[kind].preset(preset, **overrides)
+    return AGENTS[kind](preset=preset, device=device, seed=seed, config=config, name=name)
 
 
 def build_network(kind: str, preset: str = "small", device: str | torch.device = "meta") -> nn.Module:

@@ -13,7 +13,17 @@ import numpy as np
 from engine.core.events import NS_PER_S
 from engine.core.settings import Settings
 from engine.market.features import book_features
-from models.common.schema import CNN_TIMEFRAMES, COB_EXTRA, COB_LEVELS, DQN_BARS, WINDOW
+from models.common.schema import (
+    CNN_TIMEFRAMES,
+    COB_EXTRA,
+    COB_INPUT,
+    COB_LEVELS,
+    DQN_BARS,
+    DQN_INPUT,
+    DQN_TIMEFRAME,
+    N_BAR_FEATURES,
+    WINDOW,
+)
 
 if TYPE_CHECKING:
     from engine.execution.positions import Position
@@ -37,17 +47,36 @@ class Observer:
         if self._bars_key != key:
             bars = np.stack([st.features[tf].window(WINDOW) for tf in CNN_TIMEFRAMES])
             valid = np.array([st.features[tf].count >= self.min_bars for tf in CNN_TIMEFRAMES], dtype=bool)
-            last_1m = st.features["1m"].window(DQN_BARS).ravel()
-            for a in (bars, valid, last_1m):
+            recent = st.features[DQN_TIMEFRAME].window(DQN_BARS).ravel()
+            for a in (bars, valid, recent):
                 a.flags.writeable = False
-            self._bars_key, self._bars_cache = key, (bars, valid, last_1m)
-        bars, valid, last_1m = self._bars_cache
+            self._bars_key, self._bars_cache = key, (bars, valid, recent)
+        bars, valid, recent = self._bars_cache
         book = st.book.book
         flow = st.ticks.flow.stats(st.last_event_ns)
         cob = book_features(book.top_bids(COB_LEVELS), book.top_asks(COB_LEVELS), flow)
-        dqn = np.concatenate([last_1m, cob[-len(COB_EXTRA):],
+        dqn = np.concatenate([recent, cob[-len(COB_EXTRA):],
                               self.position_state(st, position, now_ns)]).astype(np.float32)
         return ModelInputs(bars=bars, bars_valid=valid, cob=cob, dqn_state=dqn)
+
+    def bars_at(self, st: SymbolState, t_ns: int) -> ModelInputs | None:
+        """The bar windows as they were at ``t_ns`` (for a perfect move confirmed later);
+        the book and DQN parts are zeros (only the CNN learns from these). None when the
+        rings no longer hold that past."""
+        from models.common.inputs import ModelInputs
+
+        bars = np.zeros((len(CNN_TIMEFRAMES), WINDOW, N_BAR_FEATURES), np.float32)
+        valid = np.zeros(len(CNN_TIMEFRAMES), bool)
+        for i, tf in enumerate(CNN_TIMEFRAMES):
+            got = st.features[tf].window_at(t_ns, WINDOW)
+            if got is None:
+                continue
+            bars[i], count = got
+            valid[i] = count >= self.min_bars
+        if not valid.any():
+            return None
+        return ModelInputs(bars=bars, bars_valid=valid, cob=np.zeros(COB_INPUT, np.float32),
+                           dqn_state=np.zeros(DQN_INPUT, np.float32))
 
     def position_state(self, st: SymbolState, pos: Position | None, now_ns: int) -> np.ndarray:
         """Side (-1/0/1), unrealised PnL as a fraction of entry notional, time held (÷ free hold)."""

@@ -23,10 +23,18 @@ from models.common.inputs import (
     PredictionRefused,
     TimeframePrediction,
 )
+from models.common.outcome_buffer import OutcomeBuffer
 
 
 class CNNAgent(Agent):
-    """Multi-timeframe CNN: per-timeframe BUY/HOLD/SELL heads with confidences."""
+    """Multi-timeframe CNN: per-timeframe BUY/HOLD/SELL heads with confidences.
+
+    Online it learns from confirmed perfect moves (:meth:`train_on_label`), closed trades
+    (×10) and counterfactuals; every sample is kept in an outcome buffer and replayed in
+    later minibatches. Offline, :meth:`fit` trains on a whole labelled set.
+    """
+
+    learns_from_labels = True
 
     kind = "cnn"
     config: CNNConfig
@@ -41,6 +49,10 @@ class CNNAgent(Agent):
     ) -> None:
         super().__init__(name, preset, config or CNNConfig.preset(preset), device, seed)
         self.n_tf = len(self.config.timeframes)
+        c = self.config
+        self.buffer = OutcomeBuffer(c.buffer_capacity, {
+            "bars": ((self.n_tf, c.window, c.n_features), np.float16), "valid": ((self.n_tf,), np.bool_),
+            "targets": ((self.n_tf,), np.int64), "weight": ((), np.float32)}, seed=seed)
 
     def _build(self) -> nn.Module:
         return MultiTimeframeCNN(self.config)
@@ -160,6 +172,62 @@ class CNNAgent(Agent):
                     progress(done, total, loss)
         return losses
 
+    def _learn(self, bars: np.ndarray, valid: np.ndarray, targets: np.ndarray, weight: float) -> float | None:
+        """Keep one sample, then minibatch updates from the outcome buffer (the new one in each)."""
+        bars = np.asarray(bars, np.float32)
+        valid = np.asarray(valid, bool)
+        targets = np.where(valid, np.asarray(targets, np.int64), -1)
+        if not (targets >= 0).any():
+            self._wait("no labelled head: every timeframe is still warming up")
+            return None
+        if not _finite(bars[valid]) or not math.isfinite(weight):
+            self._skip("non-finite input")
+            return None
+        with self._train_lock:
+            self.buffer.add(bars=np.where(valid[:, None, None], bars, 0.0), valid=valid, targets=targets,
+                            weight=weight)
+            losses = []
+            for _ in range(self.config.updates_per_outcome):
+                b = self.buffer.sample(min(self.config.batch_size, len(self.buffer)))
+                loss = self.train_supervised(b["bars"].astype(np.float32), b["valid"], b["targets"], b["weight"])
+                if loss is not None:
+                    losses.append(loss)
+            return sum(losses) / len(losses) if losses else None
+
+    def train_on_label(self, inputs: ModelInputs, timeframe: int, action: int, *, weight: float = 1.0) -> float | None:
+        """A confirmed perfect move: ``action`` (BUY at a trough, SELL at a peak, HOLD between)
+        on head ``timeframe`` only, from the bars as they were at the extremum."""
+        valid = np.asarray(inputs.bars_valid, bool)
+        if not valid[timeframe]:
+            self._wait(f"{self.config.timeframes[timeframe]} is still warming up")
+            return None
+        targets = np.full(self.n_tf, -1, np.int64)
+        targets[timeframe] = action
+        return self._learn(np.asarray(inputs.bars), valid, targets, weight)
+
+    def train_on_counterfactual(self, inputs: ModelInputs, rewards: tuple[float, float, float], *,
+                                scale: float = 1.0) -> float | None:
+        """The best of BUY / HOLD / SELL from these bars (HOLD when neither side beats 0 after fees),
+        on every valid head."""
+        r = np.asarray(rewards, np.float64)
+        if not (_finite(r) and math.isfinite(scale)):
+            self._skip("non-finite reward")
+            return None
+        valid = np.asarray(inputs.bars_valid, bool)
+        targets = np.where(valid, int(r.argmax()), -1)
+        return self._learn(np.asarray(inputs.bars), valid, targets, self.config.counterfactual_weight * abs(scale))
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"buffer": {k: torch.from_numpy(v) for k, v in self.buffer.state().items()},
+                "buffer_rng": self.buffer.rng.bit_generator.state}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        buf = extra.get("buffer")
+        if isinstance(buf, dict):
+            self.buffer.load_state({k: np.asarray(v) for k, v in buf.items()})
+        if isinstance(extra.get("buffer_rng"), dict):
+            self.buffer.rng.bit_generator.state = extra["buffer_rng"]
+
     def train_on_reward(
         self,
         inputs: ModelInputs,
@@ -181,6 +249,5 @@ class CNNAgent(Agent):
             self._wait("no target: a HOLD outcome")
             return None
         valid = np.asarray(inputs.bars_valid, bool)
-        targets = np.where(valid, target, -1)[None]
-        weight = np.array([self.config.trade_outcome_weight * abs(scale)], np.float32)
-        return self.train_supervised(np.asarray(inputs.bars)[None], valid[None], targets, weight)
+        targets = np.where(valid, target, -1)
+        return self._learn(np.asarray(inputs.bars), valid, targets, self.config.trade_outcome_weight * abs(scale))

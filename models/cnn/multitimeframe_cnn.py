@@ -20,6 +20,7 @@ from models.common.schema import CNN_TIMEFRAMES, N_BAR_FEATURES, WINDOW
 
 #: Seed per-timeframe weights for combining heads (renormalised over valid heads).
 SEED_TIMEFRAME_WEIGHTS: dict[str, float] = {
+    "1s": 0.05,
     "1m": 0.05,
     "5m": 0.10,
     "15m": 0.15,
@@ -48,7 +49,7 @@ class CNNConfig:
     #: (the small CNN is compute-bound on a CPU) at no cost in parameters.
     strides: tuple[int, ...] = (2, 2, 1)
     kernel_size: int = 5
-    head_hidden: int = 128
+    head_hidden: int = 96
     dropout: float = 0.1
     lr: float = 3e-4
     weight_decay: float = 1e-5
@@ -56,6 +57,10 @@ class CNNConfig:
     skip_grad_norm: float = 1e6
     confidence_loss_weight: float = 0.5
     trade_outcome_weight: float = 10.0
+    counterfactual_weight: float = 1.0  # per-sample weight of a counterfactual (what each action would have made)
+    batch_size: int = 16  # samples per online update, drawn from the outcome buffer
+    updates_per_outcome: int = 1
+    buffer_capacity: int = 1024  # online samples kept (bars stored as float16)
     timeframe_weights: dict[str, float] = field(default_factory=lambda: dict(SEED_TIMEFRAME_WEIGHTS))
 
     #: Fields that shape the state dict; a checkpoint that differs in these is refused.
@@ -67,10 +72,11 @@ class CNNConfig:
         presets: dict[str, dict[str, object]] = {
             "small": {},
             "large": {
-                "channels": (128, 256, 512, 512, 768, 768),
+                # Sized for ~50M parameters over the seven heads (the seed's CNN scale).
+                "channels": (128, 256, 512, 512, 704, 704),
                 "strides": (1, 2, 1, 2, 1, 1),
                 "kernel_size": 5,
-                "head_hidden": 1536,
+                "head_hidden": 1024,
                 "dropout": 0.2,
                 "lr": 1e-4,
             },

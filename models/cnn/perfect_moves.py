@@ -147,12 +147,15 @@ def build_cnn_samples(
     seed: int = 0,
     timeframes: Sequence[str] = CNN_TIMEFRAMES,
     window: int = WINDOW,
+    min_bars: int = 5,
 ) -> CNNSamples:
     """Perfect-move training samples from labels known at or before ``now``.
 
     series: timeframe -> (close_times int [T], features float [T, F]), ascending times.
     Each sample is anchored at a bar close time ``T0``; every timeframe's window is its
     last ``window`` rows closed at or before ``T0`` (so no feature postdates the anchor),
+    zero-padded at the old end while fewer than ``window`` have closed, and a timeframe
+    counts once it has ``min_bars`` rows — the rule the desk applies online,
     and only the anchor timeframe's head is labelled: BUY at troughs, SELL at peaks, HOLD
     at bars sampled from the settled stretch (up to the last known extremum, at least
     ``hold_margin`` bars from any extremum), ``hold_per_extremum`` HOLDs per extremum.
@@ -169,7 +172,7 @@ def build_cnn_samples(
         anchors += [(tf, lb.extremum_time, lb.action) for lb in known if lb.timeframe == tf]
         ext_rows = np.searchsorted(times, np.asarray(ext), side="left")
         settled = int(np.searchsorted(times, ext[-1], side="right"))  # rows up to last extremum
-        rows = np.arange(window - 1, settled)
+        rows = np.arange(min_bars - 1, settled)
         if len(rows) and len(ext_rows):
             dist = np.abs(rows[:, None] - ext_rows[None, :]).min(axis=1)
             rows = rows[dist > hold_margin]
@@ -189,8 +192,9 @@ def build_cnn_samples(
                 continue
             times, feats = series[other]
             j = int(np.searchsorted(times, t0, side="right"))
-            if j >= window and np.isfinite(feats[j - window : j]).all():
-                bars[n, k] = feats[j - window : j]
+            lo = max(0, j - window)
+            if j >= min_bars and np.isfinite(feats[lo:j]).all():
+                bars[n, k, window - (j - lo):] = feats[lo:j]
                 valid[n, k] = True
         k0 = tf_pos[tf]
         if valid[n, k0]:  # the labelled timeframe needs a full, finite window

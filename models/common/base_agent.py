@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -93,22 +93,35 @@ def _finite(a: np.ndarray) -> bool:
 @dataclass(frozen=True, slots=True)
 class Experience:
     """What a model saw and what was done, begun at decision time and completed with the
-    reward when the position it led to closes (:meth:`Agent.train_on_outcome`)."""
+    reward when the position it led to closes (:meth:`Agent.train_on_outcome`).
+
+    ``steps`` are the later decisions taken while the position stayed open (kept or
+    closed), added by :meth:`Agent.extend_experience`; ``regime`` is the market regime
+    when it opened (trending / ranging / volatile), for the models that weigh by it.
+    """
 
     inputs: ModelInputs
     action: int
     handle: int | None = None  # the agent's own bookkeeping (the DQN's pending transition)
+    regime: str | None = None
+    steps: list[tuple[ModelInputs, int]] = field(default_factory=list)
 
 
 class Agent:
     """Common machinery: actor/learner copies, guarded updates, status, checkpoints.
 
-    The engine talks to every model through the same four calls: :meth:`predict`,
-    :meth:`begin_experience` at decision time, :meth:`train_on_outcome` when the position
-    closes, and :meth:`save` / :meth:`load`.
+    The engine talks to every model through the same calls: :meth:`predict`;
+    :meth:`begin_experience` at decision time and :meth:`extend_experience` at each later
+    decision while the position is open; :meth:`train_on_outcome` when it closes;
+    :meth:`train_on_counterfactual` with what a BUY and a SELL opened at a HOLD would have
+    made (the shadow's counterfactual); :meth:`train_on_label` for a confirmed perfect move
+    (models with ``learns_from_labels``); :meth:`on_market_time`; and :meth:`save` /
+    :meth:`load`.
     """
 
     kind: ClassVar[str] = ""
+    #: Whether confirmed perfect moves (hindsight swing labels per timeframe) teach this model.
+    learns_from_labels: ClassVar[bool] = False
     config: Any
 
     def __init__(self, name: str, preset: str, config: Any, device: str | torch.device, seed: int) -> None:
@@ -150,15 +163,35 @@ class Agent:
         """Batch-1 inference under ``torch.inference_mode`` on the actor copy."""
         raise NotImplementedError
 
-    def begin_experience(self, inputs: ModelInputs, action: int) -> Experience:
+    def begin_experience(self, inputs: ModelInputs, action: int, *, regime: str | None = None) -> Experience:
         """Remember what was seen and done at decision time (the inputs are not copied: the
         engine hands out read-only arrays it never changes)."""
-        return Experience(inputs, int(action))
+        return Experience(inputs, int(action), regime=regime)
+
+    def extend_experience(self, experience: Experience, inputs: ModelInputs, action: int) -> None:
+        """A later decision while the position is open (HOLD keeps it, the opposite side
+        closes it); the models that spread the outcome over every decision use these."""
+        experience.steps.append((inputs, int(action)))
 
     def train_on_outcome(self, experience: Experience, reward: float, *, scale: float = 1.0) -> float | None:
         """Learn from the reward of the closed position ``experience`` led to, scaled by
         ``scale``; the loss, or None when the update was skipped (counted) or not possible yet."""
         return self.train_on_reward(experience.inputs, experience.action, reward, scale=scale)
+
+    def train_on_counterfactual(self, inputs: ModelInputs, rewards: tuple[float, float, float], *,
+                                scale: float = 1.0) -> float | None:
+        """Learn what each action would have earned from ``inputs`` (BUY, HOLD, SELL: the
+        rewards of positions opened then and closed a fixed time later, HOLD being 0)."""
+        raise NotImplementedError
+
+    def train_on_label(self, inputs: ModelInputs, timeframe: int, action: int, *, weight: float = 1.0) -> float | None:
+        """Learn a confirmed perfect move: ``action`` was right on head ``timeframe``."""
+        self._wait(f"{self.name} does not learn from perfect-move labels")
+        return None
+
+    def on_market_time(self, seconds: float) -> None:
+        """Market seconds since the session began (schedules that decay within a session)."""
+        return None
 
     def train_on_reward(self, inputs: ModelInputs, action: int, reward: float, **kwargs: Any) -> float | None:
         """Learn from the reward of a closed position; the loss, or None if skipped."""

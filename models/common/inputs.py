@@ -33,7 +33,7 @@ class ModelInputs:
     bars_valid: bool [len(CNN_TIMEFRAMES)]; False while a timeframe warms up. The rows
                 of an invalid timeframe are ignored (they may hold zeros or NaN).
     cob:        float32 [COB_INPUT], levels then COB_EXTRA (see models.common.schema).
-    dqn_state:  float32 [DQN_INPUT], last DQN_BARS 1m bars, COB_EXTRA, position state.
+    dqn_state:  float32 [DQN_INPUT], last DQN_BARS bars of DQN_TIMEFRAME (1 s), COB_EXTRA, position state.
     """
 
     bars: np.ndarray

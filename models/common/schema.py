@@ -6,7 +6,7 @@ schema is stored in every checkpoint; a checkpoint whose schema differs is refus
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a 1 s CNN head; the COB and DQN standardise their inputs
 
 #: Timeframes the engine builds bars for, in seconds.
 TIMEFRAMES: dict[str, int] = {
@@ -19,8 +19,10 @@ TIMEFRAMES: dict[str, int] = {
     "1d": 86400,
 }
 
-#: Timeframes that have a CNN head (seed weights: 1m .05 … 1d .20).
-CNN_TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "15m", "1h", "4h", "1d")
+#: Timeframes that have a CNN head (seed weights: 1m .05 … 1d .20). The 1 s head sees the
+#: last minute second by second: a desk session of minutes has history there long before
+#: its 1 m window fills (the other heads come in as their timeframes warm up).
+CNN_TIMEFRAMES: tuple[str, ...] = ("1s", "1m", "5m", "15m", "1h", "4h", "1d")
 
 #: Per-bar features, computed on bar close. Every one is scale-free (ratios, z-scores,
 #: bounded oscillators) so one model works across symbols and price levels.
@@ -42,9 +44,12 @@ BAR_FEATURES: tuple[str, ...] = (
 )
 N_BAR_FEATURES = len(BAR_FEATURES)
 
-#: Bars per timeframe window fed to the CNN and (the last DQN_BARS of 1m) the DQN.
+#: Bars per timeframe window fed to the CNN, and the last DQN_BARS bars of DQN_TIMEFRAME fed
+#: to the DQN: it decides every second, so it reads the last seconds (a 1 m window would be
+#: zeros for the first minutes of a session and change its meaning as it fills).
 WINDOW = 60
 DQN_BARS = 10
+DQN_TIMEFRAME = "1s"
 
 #: Order-book levels per side fed to the COB model.
 COB_LEVELS = 20
@@ -85,6 +90,7 @@ def describe() -> dict[str, object]:
         "cnn_timeframes": list(CNN_TIMEFRAMES),
         "window": WINDOW,
         "dqn_bars": DQN_BARS,
+        "dqn_timeframe": DQN_TIMEFRAME,
         "cob_levels": COB_LEVELS,
         "cob_extra": list(COB_EXTRA),
         "position_features": list(POSITION_FEATURES),

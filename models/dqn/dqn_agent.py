@@ -37,7 +37,8 @@ class DQNAgent(Agent):
         cfg = self.config
         self.target = copy.deepcopy(self.learner).eval().requires_grad_(False)
         self.replay = PrioritizedReplay(cfg.buffer_capacity, cfg.state_dim, alpha=cfg.per_alpha, seed=seed)
-        self.decisions = 0  # drives the epsilon schedule
+        self.decisions = 0  # predictions made with exploration on
+        self.market_s = 0.0  # market seconds into the session: drives the epsilon schedule
         self.target_syncs = 0
         self.dropped_pending = 0
         self._pending: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
@@ -48,7 +49,10 @@ class DQNAgent(Agent):
 
     @property
     def epsilon(self) -> float:
-        return epsilon_at(self.decisions, self.config)
+        return epsilon_at(self.market_s, self.config)
+
+    def on_market_time(self, seconds: float) -> None:
+        self.market_s = max(0.0, float(seconds))
 
     def predict(self, inputs: ModelInputs, explore: bool | None = None) -> Prediction:
         """Q-values of ``inputs.dqn_state``; epsilon-greedy when ``explore`` (default: while exploring)."""
@@ -69,7 +73,8 @@ class DQNAgent(Agent):
         q = q.float().cpu().numpy().astype(np.float64)
         if not _finite(q):
             raise self._refuse(PredictionRefused(f"{self.name}: non-finite Q-values"))
-        probs = np.exp(q - q.max())
+        z = (q - q.max()) / max(self.config.q_temperature, 1e-6)
+        probs = np.exp(z)
         probs /= probs.sum()
         action, explored = int(q.argmax()), False
         if explore:
@@ -104,13 +109,57 @@ class DQNAgent(Agent):
     def pending_transitions(self) -> int:
         return len(self._pending)
 
-    def begin_experience(self, inputs: ModelInputs, action: int) -> Experience:
+    def begin_experience(self, inputs: ModelInputs, action: int, *, regime: str | None = None) -> Experience:
         """The state and action go into the pending transitions now; the close completes them."""
-        return Experience(inputs, int(action), self.begin_transition(inputs.dqn_state, action))
+        return Experience(inputs, int(action), self.begin_transition(inputs.dqn_state, action), regime=regime)
 
     def train_on_outcome(self, experience: Experience, reward: float, *, scale: float = 1.0) -> float | None:
-        return self.train_on_reward(experience.inputs, experience.action, reward, handle=experience.handle,
-                                    scale=scale)
+        """The position's reward, spread over every decision that held it: the opening
+        decision and each later one become a chain of transitions whose rewards add up to
+        the position's (the last one terminal), so each is valued by what followed it."""
+        if not experience.steps:
+            return self.train_on_reward(experience.inputs, experience.action, reward, handle=experience.handle,
+                                        scale=scale, regime=experience.regime)
+        if not (math.isfinite(reward) and math.isfinite(scale)):
+            self._skip("non-finite reward")
+            return None
+        if experience.handle is not None:
+            self._pending.pop(experience.handle, None)
+        reward = reward * scale * self._regime_factor(experience.regime)
+        chain = [(experience.inputs.dqn_state, experience.action)] + [(x.dqn_state, a) for x, a in experience.steps]
+        share = reward / len(chain)
+        states = [np.asarray(st, np.float32) for st, _ in chain]
+        if not all(_finite(st) for st in states):
+            self._skip("non-finite input")
+            return None
+        self.last_reward = reward
+        for i, (st, a) in enumerate(zip(states, (a for _, a in chain), strict=True)):
+            last = i == len(chain) - 1
+            self.replay.add(st, a, share, st if last else states[i + 1], last)
+        return self._train_after_adding()
+
+    def train_on_counterfactual(self, inputs: ModelInputs, rewards: tuple[float, float, float], *,
+                                scale: float = 1.0) -> float | None:
+        """What BUY, HOLD and SELL from this state would have earned: three terminal transitions."""
+        state = np.asarray(inputs.dqn_state, np.float32)
+        r = np.asarray(rewards, np.float64) * scale
+        if not (_finite(state) and _finite(r)):
+            self._skip("non-finite input")
+            return None
+        for a in range(self.config.n_actions):
+            self.replay.add(state, a, float(r[a]), state, True)
+        return self._train_after_adding()
+
+    def _train_after_adding(self) -> float | None:
+        losses = [x for x in (self.train_step() for _ in range(self.config.updates_per_experience)) if x is not None]
+        return sum(losses) / len(losses) if losses else None
+
+    def _regime_factor(self, regime: str | None) -> float:
+        if regime is None:
+            return 1.0
+        if regime not in self.config.regime_multipliers:
+            raise ValueError(f"unknown market regime {regime!r}; known: {sorted(self.config.regime_multipliers)}")
+        return float(self.config.regime_multipliers[regime])
 
     def complete_transition(
         self, handle: int, reward: float, next_state: np.ndarray, done: bool = True, regime: str | None = None
@@ -124,10 +173,7 @@ class DQNAgent(Agent):
             raise KeyError(f"unknown or already completed transition handle {handle}")
         state, action = self._pending.pop(handle)
         next_state = np.asarray(next_state, np.float32)
-        if regime is not None:
-            if regime not in self.config.regime_multipliers:
-                raise ValueError(f"unknown market regime {regime!r}; known: {sorted(self.config.regime_multipliers)}")
-            reward *= self.config.regime_multipliers[regime]
+        reward *= self._regime_factor(regime)
         if not (math.isfinite(reward) and _finite(state) and _finite(next_state)):
             self._skip("non-finite input")
             return False
@@ -187,8 +233,7 @@ class DQNAgent(Agent):
         next_state = ref.dqn_state if ref is not None else self._pending[handle][0]
         if not self.complete_transition(handle, reward * scale, next_state, True, regime):
             return None
-        losses = [x for x in (self.train_step() for _ in range(self.config.updates_per_experience)) if x is not None]
-        return sum(losses) / len(losses) if losses else None
+        return self._train_after_adding()
 
     def status(self) -> dict[str, Any]:
         s = super().status()
@@ -202,13 +247,21 @@ class DQNAgent(Agent):
         return s
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"target": self.target.state_dict()}
+        # The replay buffer goes with the weights, so a restart keeps what was learned from.
+        return {"target": self.target.state_dict(),
+                "replay": {k: torch.from_numpy(v) for k, v in self.replay.state().items()},
+                "replay_rng": self.replay.rng.bit_generator.state}
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         if "target" in extra:
             self.target.load_state_dict(extra["target"])
         else:
             self.sync_target()
+        replay = extra.get("replay")
+        if isinstance(replay, dict):
+            self.replay.load_state({k: np.asarray(v) for k, v in replay.items()})
+        if isinstance(extra.get("replay_rng"), dict):
+            self.replay.rng.bit_generator.state = extra["replay_rng"]
 
     def _counters(self) -> dict[str, int | float]:
         return {

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.common.input_norm import InputNorm
 from models.common.schema import ACTIONS, DQN_INPUT
 
 
@@ -30,11 +31,12 @@ class DQNConfig:
     hidden: tuple[int, ...] = (512, 512, 256)
     head_hidden: int = 128
     gamma: float = 0.99
-    lr: float = 1e-4
+    lr: float = 3e-4
     batch_size: int = 32
     buffer_capacity: int = 10_000
-    min_replay: int = 16
-    updates_per_experience: int = 4
+    #: Transitions before the first update: a handful, so a desk session's first outcomes teach.
+    min_replay: int = 4
+    updates_per_experience: int = 2
     target_sync_every: int = 100
     huber_delta: float = 1.0
     grad_clip: float = 10.0
@@ -44,8 +46,11 @@ class DQNConfig:
     per_beta_steps: int = 100_000
     eps_start: float = 1.0
     eps_end: float = 0.05
-    eps_decay_steps: int = 10_000
-    eps_schedule: str = "linear"  # "linear" | "exponential"
+    #: Market seconds over which epsilon decays within a session (exponential: 1/e after this long).
+    eps_decay_s: float = 120.0
+    eps_schedule: str = "exponential"  # "linear" (to eps_end at eps_decay_s) | "exponential"
+    #: Q-values become action probabilities as softmax(Q / q_temperature) (confidence, fusion score).
+    q_temperature: float = 0.1
     max_pending: int = 10_000
     regime_multipliers: dict[str, float] = field(
         default_factory=lambda: {"trending": 1.2, "ranging": 0.8, "volatile": 0.6}
@@ -71,6 +76,7 @@ class DuelingQNet(nn.Module):
     def __init__(self, config: DQNConfig) -> None:
         super().__init__()
         self.config = config
+        self.norm_in = InputNorm(config.state_dim)
         layers: list[nn.Module] = []
         width = config.state_dim
         for h in config.hidden:
@@ -90,20 +96,19 @@ class DuelingQNet(nn.Module):
                 f"DuelingQNet expects [batch, {self.config.state_dim}] (models.common.schema.DQN_INPUT), "
                 f"got {tuple(state.shape)}; add a batch axis with x[None] for one state"
             )
-        h = self.trunk(state)
+        h = self.trunk(self.norm_in(state))
         adv = self.advantage(h)
         # Subtracting the mean advantage makes V and A identifiable (Wang et al. 2016).
         return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
 
 
-def epsilon_at(step: int, config: DQNConfig) -> float:
-    """Exploration rate after ``step`` decisions, linear or exponential decay to eps_end."""
-    start, end, n = config.eps_start, config.eps_end, max(1, config.eps_decay_steps)
+def epsilon_at(seconds: float, config: DQNConfig) -> float:
+    """Exploration rate ``seconds`` of market time into a session, decaying to eps_end."""
+    start, end, n = config.eps_start, config.eps_end, max(1e-9, config.eps_decay_s)
     if config.eps_schedule == "linear":
-        return end + (start - end) * max(0.0, 1.0 - step / n)
+        return end + (start - end) * max(0.0, 1.0 - seconds / n)
     if config.eps_schedule == "exponential":
-        # Reaches within 1% of the way to eps_end at step n.
-        return end + (start - end) * math.exp(-step * math.log(100.0) / n)
+        return end + (start - end) * math.exp(-max(seconds, 0.0) / n)
     raise ValueError(f"unknown eps_schedule {config.eps_schedule!r}: expected 'linear' or 'exponential'")
 
 

@@ -134,6 +134,32 @@ class PrioritizedReplay:
             indices=idx,
         )
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The filled part, oldest first, with its priorities (for checkpoints)."""
+        order = (np.arange(self._len) + (self._next - self._len)) % self.capacity
+        return {"states": self.states[order].copy(), "actions": self.actions[order].copy(),
+                "rewards": self.rewards[order].copy(), "next_states": self.next_states[order].copy(),
+                "dones": self.dones[order].copy(), "priorities": self.tree.tree[order + self.tree.size].copy(),
+                "max_priority": np.array([self.max_priority])}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Refill from :meth:`state` (the newest ``capacity`` transitions if there were more)."""
+        states = np.asarray(state["states"], np.float32)
+        if states.ndim != 2 or states.shape[1] != self.states.shape[1]:
+            raise ValueError(f"replay states of shape {states.shape}, expected (n, {self.states.shape[1]})")
+        n = min(len(states), self.capacity)
+        sl = slice(len(states) - n, len(states))
+        self.states[:n] = states[sl]
+        self.next_states[:n] = np.asarray(state["next_states"], np.float32)[sl]
+        self.actions[:n] = np.asarray(state["actions"], np.int64)[sl]
+        self.rewards[:n] = np.asarray(state["rewards"], np.float32)[sl]
+        self.dones[:n] = np.asarray(state["dones"], np.float32)[sl]
+        self.tree = SumTree(self.capacity)
+        if n:
+            self.tree.update(np.arange(n), np.asarray(state["priorities"], np.float64)[sl])
+        self.max_priority = float(np.asarray(state.get("max_priority", [1.0])).ravel()[0])
+        self._len, self._next = n, n % self.capacity
+
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """Priority = |TD error| + eps; non-finite errors get the current max instead."""
         err = np.abs(np.asarray(td_errors, np.float64))

@@ -69,12 +69,12 @@ def test_round_trip_gives_identical_outputs_and_counters(agent_cls: type, tmp_pa
         assert b.epsilon == a.epsilon
         for k, v in a.target.state_dict().items():
             assert torch.equal(v, b.target.state_dict()[k])
-    # training resumes with the restored optimizer moments: same next step on both
+    # training resumes with the restored optimizer moments and replay/outcome buffers (and
+    # their samplers): the same next step on both
     a.train_on_reward(x, BUY, 0.2)
     b.train_on_reward(x, BUY, 0.2)
-    if agent_cls is not DQNAgent:  # DQN samples its (not checkpointed) replay buffer
-        for k, v in a.learner.state_dict().items():
-            assert torch.allclose(v.float(), b.learner.state_dict()[k].float(), atol=1e-6), k
+    for k, v in a.learner.state_dict().items():
+        assert torch.allclose(v.float(), b.learner.state_dict()[k].float(), atol=1e-6), k
 
 
 def test_checkpoint_is_self_describing(tmp_path: Path) -> None:

@@ -89,16 +89,20 @@ def test_cnn_samples_use_only_labels_known_by_now_and_no_future_features() -> No
     series = {"1m": series_for(times, 0), "5m": series_for(t5, 1)}
     now = int(times[1800])
     s = build_cnn_samples(series, labels, now, seed=0)
-    known = [lb for lb in labels if lb.known_time <= now and lb.extremum_index >= WINDOW - 1]
+    # A head counts once its timeframe has min_bars (5) bars, online and offline alike.
+    known = [lb for lb in labels if lb.known_time <= now and lb.extremum_index >= 5 - 1]
     k1m = CNN_TIMEFRAMES.index("1m")
     tg = s.targets[:, k1m]
     assert (tg == BUY).sum() + (tg == SELL).sum() == len(known)
     assert (tg == HOLD).sum() > 0
     assert (s.targets[:, CNN_TIMEFRAMES.index("5m")] == -1).all()
     assert (s.times <= now).all()
-    for n in range(len(s)):  # the 1m window ends exactly at the anchor bar
+    for n in range(len(s)):  # the 1m window ends exactly at the anchor bar, zero-padded while short
         row = int(np.searchsorted(times, s.times[n]))
-        assert np.array_equal(s.bars[n, k1m], series["1m"][1][row - WINDOW + 1 : row + 1])
+        lo = max(0, row - WINDOW + 1)
+        got = s.bars[n, k1m]
+        assert np.array_equal(got[WINDOW - (row + 1 - lo):], series["1m"][1][lo : row + 1])
+        assert not got[: WINDOW - (row + 1 - lo)].any()
     assert s.valid[:, CNN_TIMEFRAMES.index("5m")].any()
     assert not s.valid[:, CNN_TIMEFRAMES.index("1d")].any()
     # perturbing anything after `now` (prices and features) changes nothing

@@ -116,15 +116,15 @@ def test_agents_predict_and_report_status(agent_cls: type) -> None:
 
 
 def test_cnn_reports_only_valid_heads_and_ignores_invalid_rows() -> None:
-    valid = (True, True, False, True, False, False)
+    valid = (True, True, True, False, True, False, False)
     agent = CNNAgent(seed=0)
     inputs = random_inputs(valid=valid)
     pred = agent.predict(inputs)
     assert pred.per_tf is not None
     assert set(pred.per_tf) == {tf for tf, v in zip(CNN_TIMEFRAMES, valid, strict=True) if v}
     garbage = inputs.bars.copy()
-    garbage[2] = np.nan  # a warming-up timeframe may hold anything
-    garbage[4] = 1e6
+    garbage[3] = np.nan  # a warming-up timeframe may hold anything
+    garbage[5] = 1e6
     pred2 = agent.predict(ModelInputs(garbage, inputs.bars_valid, inputs.cob, inputs.dqn_state))
     assert pred2.probs == pred.probs
     assert pred2.confidence == pred.confidence
@@ -151,7 +151,7 @@ def test_dqn_epsilon_greedy_explores_then_exploits() -> None:
     inputs = random_inputs()
     first = [agent.predict(inputs).explored for _ in range(200)]
     assert sum(first) > 100  # epsilon starts at 1.0 (a third of random draws hit greedy)
-    agent.decisions = agent.config.eps_decay_steps
+    agent.on_market_time(20 * agent.config.eps_decay_s)  # epsilon decays in market time within a session
     assert agent.epsilon == pytest.approx(agent.config.eps_end)
     greedy = agent.predict(inputs, explore=False)
     assert not greedy.explored
