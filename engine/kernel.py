@@ -95,7 +95,8 @@ def attach_models(engine: Engine, cfg: Settings, *, deterministic: bool, store: 
     if not cfg.models.enabled:
         return None
     brain = Brain(engine, cfg, deterministic=deterministic, store=store if store is not None else ModelStore.desk(cfg),
-                  frozen=frozen, active_from_ns=active_from_ns)
+                  frozen=frozen, active_from_ns=active_from_ns,
+                  shadow_venue=paper_executor(cfg) if cfg.learning.shadow_positions and not frozen else None)
     engine.attach_models(brain)
     return brain
 

@@ -98,6 +98,7 @@ class Engine:
         self.brain: ModelsPort | None = None  # the models, once attach_models() has been called
         self._shutdown_hooks: list[Callable[[], object]] = []
         self._bar_listeners: list[Callable[[Bar], None]] = []
+        self._market_watchers: list[Callable[[MarketData], None]] = []
         self._commands: deque[Command] = deque()
         self.log: deque[LogLine] = deque(maxlen=400)
         self.training_log: deque[LogLine] = deque(maxlen=200)
@@ -170,6 +171,9 @@ class Engine:
     # ------------------------------------------------------------------ market data (hot path)
 
     def on_market(self, ev: MarketData) -> None:
+        if self._market_watchers:  # e.g. the shadow positions' paper venue, before this message applies
+            for fn in self._market_watchers:
+                fn(ev)
         if self.orders.watching:  # delayed orders fill on the book as it was before this message
             self.orders.before_market(ev)
         self.messages += 1
@@ -357,6 +361,10 @@ class Engine:
         """Call about once a second when market data may be idle (live): due orders, loss limit."""
         self.orders.housekeeping(self.clock.now_ns())
 
+    def journal_shadow(self, model: str, ev: PositionClosed, exploratory: bool) -> None:
+        """Journal one of a model's closed shadow positions (apart from the account's)."""
+        self.ledger.record_shadow(model, ev, exploratory)
+
     def journal_reward(self, ev: PositionClosed, reward: Any, owner: str = "account") -> None:
         """Journal a closed position's reward and its components (called by the brain);
         ``owner`` is "account", or the model whose shadow position it was."""
@@ -364,6 +372,11 @@ class Engine:
                                   source="account" if owner == "account" else "shadow")
 
     # ------------------------------------------------------------------ lifecycle
+
+    def watch_market(self, fn: Callable[[MarketData], None]) -> None:
+        """Call ``fn(ev)`` before each market message is applied (a simulated venue fills
+        latency-delayed orders on the book as it stood then, as the paper venue does)."""
+        self._market_watchers.append(fn)
 
     def on_bar_closed(self, fn: Callable[[Bar], None]) -> None:
         """Call ``fn(bar)`` on every bar close of every symbol (e.g. offline training's series)."""

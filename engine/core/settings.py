@@ -58,7 +58,7 @@ def _k(kind: str, default: Any, doc: str, **kw: Any) -> Key:
     return Key(kind, default, doc, **kw)
 
 
-TF_WEIGHTS = {"1m": 0.05, "5m": 0.10, "15m": 0.15, "1h": 0.25, "4h": 0.25, "1d": 0.20}
+TF_WEIGHTS = {"1s": 0.05, "1m": 0.05, "5m": 0.10, "15m": 0.15, "1h": 0.25, "4h": 0.25, "1d": 0.20}
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "general": {
@@ -104,29 +104,42 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "checkpoint_every_closes": _k("int", 20, "save checkpoints after this many closed positions (0 = only on exit)", lo=0, hi=100000),
         "decision_interval_ms": _k("int", 1000, "DQN and fusion run this often, in market time (ms)", lo=50, hi=3600000),
         "cob_interval_ms": _k("int", 200, "the COB model reads the book this often, in market time (ms)", lo=50, hi=600000),
-        "cnn_min_bars": _k("int", 5, "bars a timeframe needs before its CNN head is used (window is zero-padded)", lo=1, hi=60),
+        "cnn_min_bars": _k("int", 5, "bars a timeframe needs before its CNN head is used, online and offline alike (the 60-bar window is zero-padded at the old end until it fills)", lo=1, hi=60),
+        "dqn_epsilon_decay_s": _k("float", 120.0, "the DQN's exploration rate decays from 1 toward 0.05 over this much market time in each session (1/e left after it), seconds", lo=1, hi=86400 * 30),
+        "regime_multipliers": _k("dict_float", {"trending": 1.2, "ranging": 0.8, "volatile": 0.6}, "the DQN's reward is multiplied by the market regime's factor when the position opened (trending, ranging, volatile)"),
+        "regime_window_s": _k("float", 300.0, "market regime: trending when the move over this window is more than twice its volatility, volatile when the last minute's volatility is more than twice the window's pace, else ranging; seconds", lo=60, hi=86400),
         "training_queue": _k("int", 64, "training jobs waiting at most; more closes than this are dropped and counted", lo=1, hi=100000),
     },
     "fusion": {
         "weights": _k("dict_float", {"cnn": 0.7, "dqn": 0.15, "cob": 0.15}, "model weights, renormalised over the models available at each decision"),
-        "tf_weights": _k("dict_float", {"1m": 0.05, "5m": 0.10, "15m": 0.15, "1h": 0.25, "4h": 0.25, "1d": 0.20}, "CNN timeframe weights, renormalised over the timeframes that are not warming up"),
+        "tf_weights": _k("dict_float", {"1s": 0.05, "1m": 0.05, "5m": 0.10, "15m": 0.15, "1h": 0.25, "4h": 0.25, "1d": 0.20}, "CNN timeframe weights, renormalised over the timeframes that are not warming up"),
         "open_threshold": _k("float", 0.20, "fused score needed to open a position", lo=0, hi=1),
         "close_threshold": _k("float", 0.10, "fused score against the position needed to close it", lo=0, hi=1),
-        "explore_rate": _k("float", 0.02, "chance per decision, when flat, of taking the DQN's exploratory BUY/SELL so the models get outcomes to learn from (0 = never)", lo=0, hi=1),
-        "max_hold_s": _k("float", 600.0, "automatic decisions close a position held longer than this, in market seconds (0 = no limit)", lo=0, hi=86400 * 30),
+        "explore_rate": _k("float", 0.05, "chance per decision, when flat and holding, of an exploratory entry (the account takes the DQN's exploratory side; a model's shadow its own) so the models get outcomes to learn from (0 = never); it falls as the record grows", lo=0, hi=1),
+        "explore_decay_trades": _k("float", 20.0, "the exploration chance halves once the account (or a model's shadow) has this many closed trades, and keeps falling as 1/trades (0 = never falls)", lo=0, hi=1e6),
+        "min_hold_s": _k("float", 30.0, "an automatic position (and a shadow's) is held at least this long before the close threshold may close it, so a signal's noise does not churn it (the max hold still applies), in market seconds", lo=0, hi=86400),
+        "explore_min_hold_s": _k("float", 30.0, "an exploratory position is held at least this long before the close threshold may close it, in market seconds", lo=0, hi=86400),
+        "max_hold_s": _k("float", 120.0, "automatic decisions (and shadows) close a position held longer than this, in market seconds (0 = no limit)", lo=0, hi=86400 * 30),
+    },
+    "learning": {
+        "shadow_positions": _k("bool", True, "each model keeps its own shadow positions from its own signal (same thresholds, exits, sizes, fills and fees, outside the account and the risk budget); their closes train it"),
+        "probe_every_s": _k("float", 5.0, "how often (market seconds) the desk notes what a BUY and a SELL opened now would make: HOLD's counterfactual, which teaches every model (0 = never)", lo=0, hi=3600),
+        "probe_hold_s": _k("float", 30.0, "how long a counterfactual position is held before its outcome is known and taught, seconds", lo=1, hi=86400),
+        "online_perfect_moves": _k("bool", True, "the CNN learns each perfect move (a swing extremum of training.swing_threshold) as soon as it is confirmed"),
     },
     "training": {
-        "swing_threshold": _k("dict_float", {"1m": 0.005, "5m": 0.01, "15m": 0.015, "1h": 0.02, "4h": 0.03, "1d": 0.05},
+        "swing_threshold": _k("dict_float", {"1s": 0.002, "1m": 0.005, "5m": 0.01, "15m": 0.015, "1h": 0.02, "4h": 0.03, "1d": 0.05},
                               "perfect-move swing threshold per timeframe, as a fraction of price (seed: 0.02)"),
         "epochs": _k("int", 3, "passes over the labelled samples in `tradedesk train`", lo=1, hi=1000),
         "batch_size": _k("int", 64, "samples per optimizer step in `tradedesk train`", lo=1, hi=65536),
+        "validation_fraction": _k("float", 0.2, "`tradedesk train` holds out this last part of a recording's market time and reports out-of-sample figures on it", lo=0.05, hi=0.5),
     },
     "rewards": {
-        "pnl_scale": _k("float", 100.0, "reward per unit of PnL after fees as a fraction of entry notional", lo=0, hi=1e6),
+        "pnl_scale": _k("float", 100.0, "reward per unit of PnL after fees as a fraction of entry notional (0.004 = 0.4 % gives 0.4)", lo=0, hi=1e6),
         "time_penalty_per_min": _k("float", 0.01, "penalty per minute held past free_hold_s", lo=0, hi=100),
         "free_hold_s": _k("float", 300.0, "hold time without a time penalty (seconds)", lo=0, hi=86400 * 30),
-        "risk_scale": _k("float", 2.0, "weight of the risk-adjusted return (PnL fraction / exposure)", lo=0, hi=1000),
-        "consistency_scale": _k("float", 0.05, "weight of PnL against the spread of the last 20 PnLs", lo=0, hi=1000),
+        "risk_scale": _k("float", 10.0, "penalty per unit of the price's realised volatility over the hold (a fraction of price: 0.002 = 0.2 % costs 0.02)", lo=0, hi=1e6),
+        "consistency_scale": _k("float", 0.05, "reward per unit of z-score of this PnL against the owner's last 20 (clipped to ±3)", lo=0, hi=1000),
         "win_streak_step": _k("float", 0.02, "bonus per win in a row", lo=0, hi=10),
         "win_streak_cap": _k("float", 0.1, "largest win-streak bonus", lo=0, hi=10),
         "loss_streak_step": _k("float", 0.05, "penalty per loss in a row", lo=0, hi=10),
@@ -348,10 +361,19 @@ def _check_models(values: dict[str, dict[str, Any]], source: str) -> None:
     for key in values["fusion"]["weights"]:
         if key not in known:
             raise SettingsError(f"{source}: fusion.weights.{key}: unknown model; expected some of {', '.join(known)}")
-    tfs = ("1m", "5m", "15m", "1h", "4h", "1d")
+    tfs = ("1s", "1m", "5m", "15m", "1h", "4h", "1d")
     for key in values["fusion"]["tf_weights"]:
         if key not in tfs:
             raise SettingsError(f"{source}: fusion.tf_weights.{key}: not a CNN timeframe; expected some of {', '.join(tfs)}")
+    regimes = ("trending", "ranging", "volatile")
+    got = values["models"]["regime_multipliers"]
+    if set(got) != set(regimes):
+        raise SettingsError(f"{source}: models.regime_multipliers: expected exactly {', '.join(regimes)}, got "
+                            f"{', '.join(sorted(got)) or 'nothing'}")
+    for tf in values["training"]["swing_threshold"]:
+        if tf not in tfs:
+            raise SettingsError(f"{source}: training.swing_threshold.{tf}: not a CNN timeframe; expected some of "
+                                f"{', '.join(tfs)}")
     f = values["fusion"]
     if f["close_threshold"] > f["open_threshold"]:
         raise SettingsError(f"{source}: fusion.close_threshold ({f['close_threshold']}) must not exceed "

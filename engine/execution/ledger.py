@@ -152,6 +152,12 @@ CREATE TABLE training_skips (
     seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, ts INTEGER NOT NULL, model TEXT NOT NULL, reason TEXT NOT NULL,
     reward REAL, position_id INTEGER, source TEXT NOT NULL DEFAULT 'account'
 );
+CREATE TABLE shadow_positions (
+    seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, model TEXT NOT NULL, position_id INTEGER NOT NULL,
+    symbol TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL, entry_price TEXT NOT NULL, exit_price TEXT NOT NULL,
+    entry_ts INTEGER NOT NULL, exit_ts INTEGER NOT NULL, fees TEXT NOT NULL, realised_pnl TEXT NOT NULL,
+    exploratory INTEGER NOT NULL
+);
 """
 
 Op = tuple[str, tuple[Any, ...]]
@@ -340,9 +346,9 @@ class Ledger:
                 db.execute("ALTER TABLE rewards ADD COLUMN source TEXT NOT NULL DEFAULT 'account'")
                 db.execute("ALTER TABLE training ADD COLUMN scale REAL")
                 db.execute("ALTER TABLE training ADD COLUMN source TEXT NOT NULL DEFAULT 'account'")
-                db.execute("CREATE TABLE training_skips (seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, "
-                           "ts INTEGER NOT NULL, model TEXT NOT NULL, reason TEXT NOT NULL, reward REAL, "
-                           "position_id INTEGER, source TEXT NOT NULL DEFAULT 'account')")
+                for stmt in _SCHEMA.split(";"):
+                    if "CREATE TABLE training_skips" in stmt or "CREATE TABLE shadow_positions" in stmt:
+                        db.execute(stmt)
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         log.info("%s: ledger schema %d migrated to %d", self._name(), version, SCHEMA_VERSION)
 
@@ -577,6 +583,15 @@ class Ledger:
                        "VALUES (?,?,?,?,?,?,?,?,?)",
                        (self.session, ev.ts, ev.model, ev.step, float(ev.loss), float(ev.reward), ev.position_id,
                         float(ev.scale), ev.source)))
+
+    def record_shadow(self, model: str, ev: PositionClosed, exploratory: bool) -> None:
+        """Journal a model's closed shadow position (apart from the account's positions)."""
+        self._journal((
+            "INSERT INTO shadow_positions (session, model, position_id, symbol, side, qty, entry_price, exit_price, "
+            "entry_ts, exit_ts, fees, realised_pnl, exploratory) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (self.session, model, ev.position_id, ev.symbol, ev.side.value, str(ev.qty), str(ev.entry_price),
+             str(ev.exit_price), ev.entry_ts, ev.exit_ts, str(ev.fees), str(ev.realised_pnl), int(exploratory)),
+        ))
 
     def record_skip(self, ev: TrainingSkipped) -> None:
         """Journal an update that did not happen, with its reason (never as a training step)."""

@@ -1,8 +1,8 @@
 """Decision fusion: a weighted vote of the available models' signals.
 
 Each model's signal becomes a signed score in [-1, 1] (probability of BUY minus
-probability of SELL; the CNN's heads are first combined with the per-timeframe weights
-and their confidences). The fused score is the weighted mean over the models that are
+probability of SELL, times the probability of not holding; the CNN's heads are first
+combined with the per-timeframe weights and their confidences). The fused score is the weighted mean over the models that are
 available now — toggled-off, unloaded, failing or stale models drop out and the weights
 renormalise. No available model means no decision: fusion never invents one.
 """
@@ -22,15 +22,18 @@ class ModelSignal:
     confidence: float
     score: float  # signed, [-1, 1]
     ts: int
+    probs: tuple[float, float, float] | None = None  # BUY, HOLD, SELL
 
 
 def signed_score(probs: tuple[float, float, float]) -> float:
-    """P(BUY) - P(SELL)."""
-    return float(probs[0] - probs[2])
+    """(P(BUY) - P(SELL)) x (1 - P(HOLD)): how far the model leans to one side, discounted by
+    how much it would rather do nothing (a model that mostly holds does not open positions
+    on the small difference between its two minority actions)."""
+    return float((probs[0] - probs[2]) * (1.0 - probs[1]))
 
 
 def cnn_score(per_tf: Mapping[str, tuple[float, tuple[float, float, float]]], tf_weights: Mapping[str, float]) -> float:
-    """Combine CNN heads: Σ w_tf · conf_tf · (P_buy - P_sell) / Σ w_tf over the valid heads."""
+    """Combine CNN heads: Σ w_tf · conf_tf · signed_score(p_tf) / Σ w_tf over the valid heads."""
     total_w = sum(tf_weights.get(tf, 0.0) for tf in per_tf)
     if total_w <= 0:
         return 0.0

@@ -56,7 +56,7 @@ class ModelHost:
 
         from models.common.base_agent import seed_everything
         from models.common.device import device_description, select_device
-        from models.registry import AGENTS
+        from models.registry import make_agent
 
         self.cfg = cfg
         self._log = log
@@ -66,10 +66,14 @@ class ModelHost:
         self.device_label = device_description(self.device)
         seed_everything(cfg.general.seed)
         torch.set_num_threads(1)  # inference and training each get one core (BENCH.md)
+        # Settings that reach into a model's config (everything else is the preset's).
+        overrides: dict[str, dict[str, object]] = {
+            "dqn": {"eps_decay_s": m.dqn_epsilon_decay_s, "regime_multipliers": dict(m.regime_multipliers)},
+        }
         self.agents: dict[str, Agent] = {}
         for i, key in enumerate(MODEL_KEYS):
-            self.agents[key] = AGENTS[key](preset=m.preset, device=self.device, seed=cfg.general.seed + i,
-                                           name=key.upper())
+            self.agents[key] = make_agent(key, m.preset, self.device, cfg.general.seed + i, key.upper(),
+                                          **overrides.get(key, {}))
         self.enabled = {k: k in m.enabled for k in MODEL_KEYS}
         self.loaded: dict[str, str] = {}
         self.failing: dict[str, str] = {}

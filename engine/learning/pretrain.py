@@ -1,10 +1,20 @@
-"""``tradedesk train``: offline pre-training of the CNN on perfect moves.
+"""``tradedesk train``: offline pre-training, so the desk starts from models that learned.
 
-Inputs: tradedesk / Binance capture recordings, and Binance's public-data dumps
-(``<SYMBOL>-<tf>-<date>.csv`` kline files and ``<SYMBOL>-aggTrades-<date>.csv`` files,
-zipped or not, with or without a header row). Bars are built (or read), features are
-computed exactly as live (on bar close, from the past only), swing extrema are labelled
-in hindsight per timeframe and used only once confirmed, and the CNN is fitted on them.
+- **Recordings** (tradedesk or Binance capture files): the desk's own learning loop runs
+  over them at max speed — account positions, shadow positions, counterfactuals and the
+  CNN's perfect moves train all three models, exactly as in a live session. The last
+  ``training.validation_fraction`` of the market time is held out: the models that learned
+  on the rest are evaluated there, frozen, beside fresh ones and the baselines (flat,
+  buy-and-hold, random entries with the same trades), and those models are written to the
+  desk's checkpoints.
+- **Binance public-data dumps** (``<SYMBOL>-<tf>-<date>.csv`` klines and
+  ``<SYMBOL>-aggTrades-<date>.csv`` trades, zipped or not, with or without a header row):
+  bars and features are computed exactly as live (on bar close, from the past only), swing
+  extrema are labelled in hindsight per timeframe and used only once confirmed, and the
+  CNN is fitted on them (the other models need an order book). The last part of the
+  labels is held out for an accuracy check, and a bar-by-bar out-of-sample run of the
+  CNN's signal (fills at the closes, the taker fee both ways) is set against the same
+  baselines.
 """
 
 from __future__ import annotations
@@ -25,7 +35,6 @@ import numpy as np
 
 from engine.core.events import NS_PER_MS, NS_PER_S, Bar, Trade
 from engine.core.settings import Settings
-from engine.execution.ledger import Ledger
 from engine.market.bars import BarBuilder
 from engine.market.features import BarFeatures
 from models.common.schema import CNN_TIMEFRAMES, TIMEFRAMES
@@ -113,9 +122,8 @@ def read_agg_trades(path: Path, symbol: str) -> Iterator[Trade]:
 
 
 def collect(cfg: Settings, paths: list[Path], out: TextIO = sys.stderr) -> Series:
-    """Build bar feature series from every input file."""
+    """Build bar feature series from kline and aggTrades dumps."""
     series = Series()
-    recordings: list[Path] = []
     for path in paths:
         if not path.is_file():
             raise TrainInputError(f"no such file: {path}")
@@ -131,32 +139,128 @@ def collect(cfg: Settings, paths: list[Path], out: TextIO = sys.stderr) -> Serie
             for t in read_agg_trades(path, m.group(1).upper()):
                 builder.add_trade(t)
         else:
-            recordings.append(path)
-    if recordings:
-        from engine.kernel import replay_session
-
-        session = replay_session(cfg, recordings, None, mode="backtest", models=False, ledger=Ledger.memory())
-        session.engine.on_bar_closed(series.add)
-        session.replay.run_sync()
-        session.close()
-        print(f"train: replayed {session.replay.lines} lines from {len(recordings)} recording(s)", file=out)
+            raise TrainInputError(f"{path}: not a kline or aggTrades dump (recordings go through the learning loop)")
     return series
 
 
+class Progress:
+    """One progress bar on ``out`` per pass: ``update(fraction, note)``, then ``done()``."""
+
+    def __init__(self, out: TextIO, label: str) -> None:
+        self.out, self.label = out, label
+        self.t0 = time.perf_counter()
+
+    def update(self, frac: float, note: str = "") -> None:
+        frac = min(max(frac, 0.0), 1.0)
+        eta = (time.perf_counter() - self.t0) / max(frac, 1e-9) * (1 - frac)
+        self.out.write(f"\r{self.label} [{'#' * int(frac * 30):<30}] {frac * 100:3.0f}% {note} eta {eta:4.0f}s")
+        self.out.flush()
+
+    def done(self) -> None:
+        self.update(1.0)
+        self.out.write("\n")
+        self.out.flush()
+
+
+#: Market time a recording needs for pre-training: enough to learn on and to hold out.
+MIN_RECORDING_S = 300.0
+
+
+def is_dump(path: Path) -> bool:
+    return bool(_KLINE_NAME.match(path.name) or _AGG_NAME.match(path.name))
+
+
+def train(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.stderr) -> dict[str, object]:
+    """Pre-train on every input (dumps first, then recordings); returns the report."""
+    for p in paths:
+        if not p.is_file():
+            raise TrainInputError(f"no such file: {p}")
+    dumps = [p for p in paths if is_dump(p)]
+    recordings = [p for p in paths if not is_dump(p)]
+    rep: dict[str, object] = {}
+    if dumps:
+        rep["dumps"] = train_cnn(cfg, dumps, epochs, out)
+    if recordings:
+        rep["recordings"] = train_on_recordings(cfg, recordings, out)
+    return rep
+
+
+def train_on_recordings(cfg: Settings, paths: list[Path], out: TextIO = sys.stderr) -> dict[str, object]:
+    """The learning loop over ``paths`` up to the held-out part, then the out-of-sample report."""
+    from decimal import Decimal
+
+    from engine.kernel import backtest_session
+    from engine.learning.host import checkpoint_file, desk_checkpoints
+    from engine.market.capture import capture_span
+    from engine.runs.backtest import compare
+    from engine.runs.walk_forward import evaluate_fold
+
+    t0 = time.perf_counter()
+    start, end = capture_span(paths)
+    span_s = (end - start) / NS_PER_S
+    if span_s < MIN_RECORDING_S:
+        raise TrainInputError(
+            f"the recordings hold {span_s:.0f} s of market time; pre-training needs at least {MIN_RECORDING_S:.0f} s "
+            f"(it learns on the first {1 - cfg.training.validation_fraction:.0%} and holds out the rest)")
+    cut = start + int((end - start) * (1 - cfg.training.validation_fraction))
+    desk = desk_checkpoints(cfg)
+    resume = cfg.models.load_checkpoints and any(checkpoint_file(desk, k, cfg.models.preset).exists()
+                                                 for k in ("cnn", "dqn", "cob"))
+    session = backtest_session(cfg, paths, checkpoints_from=desk if resume else None)
+    bar = Progress(out, "train: learning loop")
+    try:
+        brain = session.brain
+        if brain is None:
+            raise TrainInputError("every model is switched off (models.enabled): nothing to train")
+        steps = 20
+        for i in range(1, steps + 1):
+            session.replay.run_sync(stop_at_ns=start + (cut - start) * i // steps)
+            brain.wait_for_training()
+            bar.update(i / steps, f"steps {brain.training_steps()}")
+        bar.done()
+        learned_steps = brain.training_steps()
+        updates = {k: dict(v) for k, v in brain.updates.items()}
+        shadow = brain.summary_extra()["shadow"]
+        saved = brain.host.save_checkpoints(desk)  # what the desk and --from-checkpoints load
+        session.close()
+        print("train: validation on the held-out part (the learned models, then fresh ones) ...", file=out)
+        learned, rec, trades = evaluate_fold(cfg, paths, desk, cut, end + 1)
+        fresh, _, _ = evaluate_fold(cfg, paths, None, cut, end + 1)
+    finally:
+        session.close()
+    cmp = compare(Decimal(learned["net_pnl"]), rec.arm.tape, trades, cfg.general.seed)
+    cmp.pop("_draws")
+    return {
+        "files": [p.name for p in paths],
+        "market_s": round(span_s, 1),
+        "trained_on_s": round((cut - start) / NS_PER_S, 1),
+        "held_out_s": round((end - cut) / NS_PER_S, 1),
+        "resumed_from_checkpoints": resume,
+        "training_steps": learned_steps,
+        "updates": updates,
+        "shadow": shadow,
+        "validation": {"learned": learned, "untrained": fresh, **cmp},
+        "checkpoints": saved,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
 def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.stderr) -> dict[str, object]:
-    """Label, build samples, fit, save. Returns a report dict."""
+    """Label, build samples, fit, validate, save (kline / aggTrades dumps). Returns a report dict."""
     from engine.learning.host import checkpoint_path
     from models.cnn.cnn_agent import CNNAgent
-    from models.cnn.perfect_moves import build_cnn_samples, label_series
+    from models.cnn.perfect_moves import CNNSamples, build_cnn_samples, label_series
     from models.common.device import select_device
 
     t0 = time.perf_counter()
     series = collect(cfg, paths, out)
     if series.bar_count() == 0:
         raise TrainInputError("no bars in the inputs: nothing to train on")
+    min_bars = cfg.models.cnn_min_bars
     thresholds = cfg.training.swing_threshold
     all_samples = []
     labels_found: dict[str, int] = {}
+    longest: dict[str, int] = {}
     for symbol in series.symbols():
         per_tf = {}
         labels = []
@@ -165,6 +269,7 @@ def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.s
             if key not in series.times:
                 continue
             times = np.asarray(series.times[key], np.int64)
+            longest[f"{symbol} {tf}"] = len(times)
             per_tf[tf] = (times, np.stack(series.rows[key]))
             found = label_series(times, series.closes[key], thresholds.get(tf, 0.02), tf)
             labels += found
@@ -172,39 +277,135 @@ def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.s
         if not labels:
             continue
         now = max(int(t[0][-1]) for t in per_tf.values())  # everything here is in the past
-        all_samples.append(build_cnn_samples(per_tf, labels, now, seed=cfg.general.seed))
+        all_samples.append(build_cnn_samples(per_tf, labels, now, seed=cfg.general.seed, min_bars=min_bars))
     samples = [s for s in all_samples if len(s)]
     print("train: labels per timeframe: " + ", ".join(f"{k}={v}" for k, v in labels_found.items()), file=out)
     if not samples:
+        need = 3 * min_bars
+        if max(longest.values(), default=0) < need:
+            raise TrainInputError(
+                f"too little history: the longest series has {max(longest.values(), default=0)} bars "
+                f"({', '.join(f'{k}: {v}' for k, v in longest.items())}); a swing needs at least {need} bars of one "
+                f"timeframe (models.cnn_min_bars = {min_bars} before a head counts)")
         raise TrainInputError(
             "no confirmed swings: the data never moved by training.swing_threshold "
             f"({thresholds}); give more history or lower the thresholds")
-    from models.cnn.perfect_moves import CNNSamples
-
     merged = CNNSamples(*(np.concatenate([getattr(s, f) for s in samples]) for f in
                           ("bars", "valid", "targets", "weights", "times")))
+    # Hold out the last part by time: the accuracy check and the bar run use only that.
+    cut = int(np.quantile(merged.times, 1 - cfg.training.validation_fraction))
+    train_idx, val_idx = np.flatnonzero(merged.times < cut), np.flatnonzero(merged.times >= cut)
+    part = CNNSamples(*(getattr(merged, f)[train_idx] for f in ("bars", "valid", "targets", "weights", "times")))
     device = select_device(cfg.models.device)
     agent = CNNAgent(cfg.models.preset, device, cfg.general.seed, name="CNN")
     path = checkpoint_path(cfg, "cnn")
     if cfg.models.load_checkpoints and path.exists():
         agent.load(path)
-    start = time.perf_counter()
-
-    def progress(done: int, total: int, loss: float | None) -> None:
-        frac = done / total if total else 1.0
-        bar = "#" * int(frac * 30)
-        shown = f"{loss:.4f}" if loss is not None else "-"
-        eta = (time.perf_counter() - start) / max(frac, 1e-9) * (1 - frac)
-        out.write(f"\rtrain CNN [{bar:<30}] {done}/{total} loss {shown} eta {eta:4.0f}s")
-        out.flush()
-
-    losses = agent.fit(merged, epochs=epochs, batch_size=cfg.training.batch_size, progress=progress)
-    out.write("\n")
+    bar = Progress(out, "train CNN")
+    losses = agent.fit(part, epochs=epochs, batch_size=cfg.training.batch_size,
+                       progress=lambda done, total, loss: bar.update(done / total if total else 1.0,
+                                                                     f"{done}/{total} loss "
+                                                                     f"{'-' if loss is None else f'{loss:.4f}'}"))
+    bar.done()
+    validation = _validate_cnn(cfg, agent, merged, val_idx, series, cut)
     saved = agent.save(path, metrics={"final_loss": losses[-1] if losses else float("nan"),
-                                      "samples": float(len(merged))})
-    return {"samples": len(merged), "labels": labels_found, "epochs": epochs, "steps": agent.training_steps,
+                                      "samples": float(len(part)),
+                                      "val_accuracy": float(str(validation["accuracy"] or 0.0))})
+    return {"samples": len(merged), "trained_on": len(part), "held_out": len(val_idx), "labels": labels_found,
+            "epochs": epochs, "steps": agent.training_steps,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "checkpoint": str(saved), "wall_s": round(time.perf_counter() - t0, 2)}
+            "validation": validation, "checkpoint": str(saved), "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def _validate_cnn(cfg: Settings, agent: object, samples: object, idx: np.ndarray, series: Series,
+                  cut: int) -> dict[str, object]:
+    """Accuracy on the held-out labels beside always guessing the commonest label, and the
+    CNN's signal traded bar by bar over the held-out bars against the baselines."""
+    from engine.learning.fusion import cnn_score, decide
+    from engine.runs import baselines
+    from engine.runs.baselines import Tape, TapePoint, Trades
+    from models.cnn.cnn_agent import CNNAgent
+    from models.common.inputs import ModelInputs
+    from models.common.schema import COB_INPUT, DQN_INPUT, WINDOW
+
+    assert isinstance(agent, CNNAgent)
+    bars, valid, targets = samples.bars[idx], samples.valid[idx], samples.targets[idx]  # type: ignore[attr-defined]
+    correct = total = 0
+    counts: dict[int, int] = {}
+    for b, v, t in zip(bars, valid, targets, strict=True):
+        k = int(np.flatnonzero(t >= 0)[0])
+        pred = agent.predict(ModelInputs(b, v, np.zeros(COB_INPUT, np.float32), np.zeros(DQN_INPUT, np.float32)))
+        head = pred.per_tf.get(CNN_TIMEFRAMES[k]) if pred.per_tf else None
+        if head is None:
+            continue
+        total += 1
+        correct += head.action == int(t[k])
+        counts[int(t[k])] = counts.get(int(t[k]), 0) + 1
+    out: dict[str, object] = {
+        "labels": total, "accuracy": round(correct / total, 4) if total else None,
+        "commonest_label_accuracy": round(max(counts.values()) / total, 4) if total else None,
+    }
+    # The bar run: the finest timeframe of the first symbol, from the cut on.
+    sym = series.symbols()[0]
+    tfs = [tf for tf in CNN_TIMEFRAMES if (sym, tf) in series.times]
+    if not tfs:
+        return out
+    base = tfs[0]
+    times = np.asarray(series.times[(sym, base)], np.int64)
+    closes = series.closes[(sym, base)]
+    f = cfg.fusion
+    fee, notional = cfg.paper.taker_fee, cfg.trading.order_notional
+    tape = Tape(fee, bool(cfg.paper.allow_short))
+    per_tf = {tf: (np.asarray(series.times[(sym, tf)], np.int64), np.stack(series.rows[(sym, tf)])) for tf in tfs}
+    pos: tuple[int, Decimal, Decimal, int] | None = None  # (side, entry price, qty, entry ts)
+    net, durations = Decimal(0), []
+    weights = dict(f.tf_weights)
+    for i in np.flatnonzero(times >= cut):
+        t, px = int(times[i]), Decimal(str(closes[i]))
+        qty = (notional / px).quantize(Decimal("0.00001"))
+        tape.add(TapePoint(t, px, qty, px, px))
+        window = np.zeros((len(CNN_TIMEFRAMES), WINDOW, per_tf[base][1].shape[1]), np.float32)
+        ok = np.zeros(len(CNN_TIMEFRAMES), bool)
+        for k, tf in enumerate(CNN_TIMEFRAMES):
+            if tf not in per_tf:
+                continue
+            ts, rows = per_tf[tf]
+            j = int(np.searchsorted(ts, t, side="right"))
+            if j >= cfg.models.cnn_min_bars:
+                lo = max(0, j - WINDOW)
+                window[k, WINDOW - (j - lo):] = rows[lo:j]
+                ok[k] = True
+        if not ok.any():
+            continue
+        p = agent.predict(ModelInputs(window, ok, np.zeros(COB_INPUT, np.float32), np.zeros(DQN_INPUT, np.float32)))
+        score = cnn_score({tf: (tp.confidence, tp.probs) for tf, tp in (p.per_tf or {}).items()}, weights)
+        side = None if pos is None else ("BUY" if pos[0] > 0 else "SELL")
+        action = decide(score, side, f.open_threshold, f.close_threshold, bool(cfg.paper.allow_short))
+        if pos is not None and f.max_hold_s > 0 and t - pos[3] > f.max_hold_s * NS_PER_S:
+            action = "CLOSE"
+        if pos is None and action in ("BUY", "SELL"):
+            pos = (1 if action == "BUY" else -1, px, qty, t)
+        elif pos is not None and action == "CLOSE":
+            s, entry, q, t_in = pos
+            net += (px - entry) * q * s - fee * (entry + px) * q
+            durations.append(t - t_in)
+            pos = None
+    open_age = None
+    if pos is not None and tape.points:
+        s, entry, q, t_in = pos
+        net += (tape.points[-1].mid - entry) * q * s - fee * entry * q
+        open_age = tape.points[-1].ts - t_in
+    trades = Trades(tuple(durations), open_age)
+    draws = baselines.random_draws(tape, trades, 500, cfg.general.seed)
+    rnd = baselines.random_summary(draws)
+    out["bar_run"] = {
+        "timeframe": base, "bars": len(tape.points), "trades": trades.count, "net_pnl": str(net),
+        "fills": "at each bar's close, the taker fee on both sides (no book in a kline dump)",
+        "baselines": {"flat": baselines.flat(), "buy_and_hold": baselines.buy_and_hold(tape), "random": rnd},
+        "rank_vs_random": baselines.rank_vs_random(float(net), draws),
+        "beats_random_p95": bool(trades.count) and net > Decimal(str(rnd.get("net_pnl_p95", "0"))),
+    }
+    return out
 
 
 def iter_files(paths: Iterable[str]) -> list[Path]:

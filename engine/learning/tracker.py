@@ -24,13 +24,15 @@ class OpenContext:
     inputs: ModelInputs
     contributions: tuple[Contribution, ...]
     action: int  # the position's side as an action index
-    experiences: dict[str, Experience]  # per model, begun when the decision was made
+    experiences: dict[str, Experience]  # per credited model, begun when the decision was made
+    credits: dict[str, float]  # per model: how much its own signal pushed the decision this way, [0, 1]
     manual: bool = False
+    exploring: bool = False  # an exploratory entry (held at least the minimum before closing)
 
 
 class SignalPositionTracker:
     """Contexts of orders on their way (by decision id), of open positions (by position id),
-    and each model's share of the PnL of the positions it opened."""
+    and each model's credited PnL of the positions it opened (PnL × its credit)."""
 
     def __init__(self) -> None:
         self._opening: dict[int, OpenContext] = {}
@@ -57,15 +59,21 @@ class SignalPositionTracker:
         """A position opened by hand."""
         self._open[position_id] = ctx
 
+    def context(self, position_id: int) -> OpenContext | None:
+        """The context of a position still open."""
+        return self._open.get(position_id)
+
     def closed(self, ev: PositionClosed) -> OpenContext | None:
         """The context of a position that closed (None when no model opened it), with the
         PnL attributed to its contributors by weight."""
         ctx = self._open.pop(ev.position_id, None)
         if ctx is None:
             return None
-        for c in ctx.contributions:
-            a = self.attribution.setdefault(c.model, {"positions": 0, "pnl": 0.0, "weight": 0.0})
+        for model, credit in ctx.credits.items():
+            if credit <= 0:
+                continue
+            a = self.attribution.setdefault(model, {"positions": 0, "pnl": 0.0, "credit": 0.0})
             a["positions"] += 1
-            a["pnl"] += float(ev.realised_pnl) * c.weight
-            a["weight"] += c.weight
+            a["pnl"] += float(ev.realised_pnl) * credit
+            a["credit"] += credit
         return ctx

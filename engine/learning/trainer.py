@@ -19,24 +19,47 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from models.common.base_agent import Agent, Experience
+    from models.common.inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class TrainJob:
+    """One thing for one model to learn from. ``source`` says what it is:
+
+    - "account" / "shadow": a closed position (``experience``, ``reward`` × ``scale``);
+    - "counterfactual": what BUY / HOLD / SELL would have earned from ``inputs`` (``rewards``);
+    - "label": a confirmed perfect move, ``action`` on head ``timeframe`` of ``inputs``.
+    """
+
     model: str
-    experience: Experience
-    position_id: int
+    source: str
     reward: float
-    scale: float
-    source: str = "account"  # whose outcome: the account's position or the model's shadow
+    scale: float = 1.0
+    position_id: int | None = None
+    experience: Experience | None = None
+    inputs: ModelInputs | None = None
+    rewards: tuple[float, float, float] | None = None
+    timeframe: int = 0
+    action: int = 0
+
+    def run(self, agent: Agent) -> float | None:
+        if self.source == "counterfactual":
+            assert self.inputs is not None
+            assert self.rewards is not None
+            return agent.train_on_counterfactual(self.inputs, self.rewards, scale=self.scale)
+        if self.source == "label":
+            assert self.inputs is not None
+            return agent.train_on_label(self.inputs, self.timeframe, self.action, weight=self.scale)
+        assert self.experience is not None
+        return agent.train_on_outcome(self.experience, self.reward, scale=self.scale)
 
 
 @dataclass
 class TrainResult:
     model: str
-    position_id: int
+    position_id: int | None
     reward: float
     scale: float
     loss: float | None
@@ -99,7 +122,7 @@ class Trainer:
                 skipped = ""
                 agent.last_skip = ""
                 try:
-                    loss = agent.train_on_outcome(job.experience, job.reward, scale=job.scale)
+                    loss = job.run(agent)
                 except Exception as exc:  # a failing update must not kill the trainer
                     loss, skipped = None, f"error: {exc}"
                     log.exception("training %s failed", job.model)

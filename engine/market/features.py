@@ -20,6 +20,7 @@ from models.common.schema import (
     COB_EXTRA,
     COB_LEVELS,
     N_BAR_FEATURES,
+    TIMEFRAMES,
     WINDOW,
 )
 
@@ -92,6 +93,7 @@ class BarFeatures:
         self.vol = _Rolling(20)
         self.trades = _Rolling(20)
         self.rows = np.zeros((capacity, N_BAR_FEATURES), dtype=np.float32)
+        self.close_times = np.zeros(capacity, dtype=np.int64)  # when each row's bar closed (its end), ns
         self.count = 0  # bars seen
         self.last: dict[str, float] = {}
 
@@ -152,16 +154,43 @@ class BarFeatures:
         row = np.array([values[k] for k in BAR_FEATURES], dtype=np.float32)
         np.clip(row, -10.0, 10.0, out=row)  # z-scores of a first big bar can be huge
         self.rows[self.count % len(self.rows)] = row
+        self.close_times[self.count % len(self.rows)] = bar.open_time + self.width_ns(bar)
         self.count += 1
         return row
 
+    @staticmethod
+    def width_ns(bar: Bar) -> int:
+        return TIMEFRAMES[bar.timeframe] * NS_PER_S
+
     def window(self, n: int = WINDOW) -> np.ndarray:
         """The last ``n`` rows, oldest first, left-padded with zeros while warming up."""
+        return self._window_ending(self.count, n)
+
+    def count_at(self, t_ns: int) -> int:
+        """How many bars had closed by ``t_ns`` (as far back as the ring remembers; -1 if further)."""
+        cap = len(self.rows)
+        oldest = max(0, self.count - cap)
+        k = self.count
+        while k > oldest and self.close_times[(k - 1) % cap] > t_ns:
+            k -= 1
+        if k == oldest and oldest > 0 and self.close_times[oldest % cap] > t_ns:
+            return -1
+        return k
+
+    def window_at(self, t_ns: int, n: int = WINDOW) -> tuple[np.ndarray, int] | None:
+        """The window as it was at ``t_ns`` and the bar count then; None once the ring has
+        overwritten that past."""
+        k = self.count_at(t_ns)
+        if k < 0 or self.count - k + min(n, k) > len(self.rows):
+            return None
+        return self._window_ending(k, n), k
+
+    def _window_ending(self, end: int, n: int) -> np.ndarray:
         out = np.zeros((n, N_BAR_FEATURES), dtype=np.float32)
         cap = len(self.rows)
-        k = min(n, self.count, cap)  # never read a slot the ring has already overwritten
+        k = min(n, end, cap)  # never read a slot the ring has already overwritten
         for i in range(k):
-            out[n - k + i] = self.rows[(self.count - k + i) % cap]
+            out[n - k + i] = self.rows[(end - k + i) % cap]
         return out
 
 

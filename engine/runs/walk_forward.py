@@ -45,7 +45,7 @@ def fold_edges(start_ns: int, end_ns: int, k: int) -> list[int]:
     return [start_ns + span * i // k for i in range(k)] + [end_ns + 1]
 
 
-def _evaluate(cfg: Any, paths: list[Path], models_from: Path | None, start: int, end: int) -> tuple[Any, Any, Any]:
+def evaluate_fold(cfg: Any, paths: list[Path], models_from: Path | None, start: int, end: int) -> tuple[Any, Any, Any]:
     """One frozen arm on one fold: (accounting, recorder, trades)."""
     from engine.kernel import backtest_session
 
@@ -106,9 +106,9 @@ def walk_forward(cfg: Any, paths: list[Path], k: int, *, checkpoints_from: Path 
         for f in range(1, k):
             lo, hi = edges[f], edges[f + 1]
             say(f"fold {f}: learning arm")
-            learn, rec, learn_trades = _evaluate(cfg, paths, snapshots[f - 1], lo, hi)
+            learn, rec, learn_trades = evaluate_fold(cfg, paths, snapshots[f - 1], lo, hi)
             say(f"fold {f}: untrained arm")
-            fresh, _, _ = _evaluate(cfg, paths, checkpoints_from, lo, hi)
+            fresh, _, _ = evaluate_fold(cfg, paths, checkpoints_from, lo, hi)
             cmp = compare(Decimal(learn["net_pnl"]), rec.arm.tape, learn_trades, seed + 1000 * f, random_runs)
             draws = cmp.pop("_draws")
             draws_total += draws if len(draws) == random_runs else 0.0

@@ -159,6 +159,7 @@ def test_a_schema_1_ledger_is_migrated_and_keeps_its_rows(cfg):
     with sqlite3.connect(path) as db:  # what a ledger written by schema 1 looked like
         for stmt in ("ALTER TABLE training DROP COLUMN scale", "ALTER TABLE training DROP COLUMN source",
                      "ALTER TABLE rewards DROP COLUMN source", "DROP TABLE training_skips",
+                     "DROP TABLE shadow_positions",
                      "UPDATE meta SET value = '1' WHERE key = 'schema_version'"):
             db.execute(stmt)
     led = Ledger(path, "paper")

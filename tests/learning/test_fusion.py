@@ -54,4 +54,5 @@ def test_cnn_score_uses_timeframe_weights_of_valid_heads():
     per_tf = {"1m": (1.0, (1.0, 0.0, 0.0)), "1h": (0.5, (0.0, 0.0, 1.0))}
     tfw = {"1m": 0.05, "1h": 0.25, "1d": 0.2}
     assert cnn_score(per_tf, tfw) == pytest.approx((0.05 * 1.0 - 0.25 * 0.5) / 0.30)
-    assert signed_score((0.2, 0.5, 0.3)) == pytest.approx(-0.1)
+    assert signed_score((0.2, 0.5, 0.3)) == pytest.approx(-0.05)  # (0.2 - 0.3) x (1 - 0.5)
+    assert signed_score((0.9, 0.05, 0.05)) == pytest.approx(0.85 * 0.95)

@@ -52,11 +52,16 @@ def test_train_on_kline_dumps_saves_a_checkpoint_models_lists(tmp_path):
     data = tmp_path / "data"
     r = run_cli("train", dumps, "--epochs", "2", "--set", f'general.data_dir="{data}"')
     assert r.returncode == 0, r.stderr[-2000:]
-    rep = json.loads(r.stdout)
+    rep = json.loads(r.stdout)["dumps"]
     assert rep["samples"] > 20
     assert rep["labels"]["ETHUSDT 1m"] > 5 and rep["labels"]["ETHUSDT 5m"] > 2
     assert rep["steps"] > 0 and math.isfinite(rep["last_loss"])
     assert "train CNN [" in r.stderr  # the progress bar
+    val = rep["validation"]  # held out by time: accuracy beside the commonest label, and a bar run
+    assert val["labels"] > 0 and 0 <= val["accuracy"] <= 1 and 0 < val["commonest_label_accuracy"] <= 1
+    run = val["bar_run"]
+    assert run["bars"] > 100 and set(run["baselines"]) == {"flat", "buy_and_hold", "random"}
+    assert rep["trained_on"] + rep["held_out"] == rep["samples"]
     assert (data / "checkpoints" / "cnn-small.pt").is_file()
     r = run_cli("models", "--set", f'general.data_dir="{data}"')
     assert r.returncode == 0
@@ -64,7 +69,7 @@ def test_train_on_kline_dumps_saves_a_checkpoint_models_lists(tmp_path):
     # a second run continues from the checkpoint
     r2 = run_cli("train", dumps / "ETHUSDT-1m-2024-08.zip", "--epochs", "1", "--set", f'general.data_dir="{data}"')
     assert r2.returncode == 0, r2.stderr[-2000:]
-    assert json.loads(r2.stdout)["steps"] > rep["steps"]
+    assert json.loads(r2.stdout)["dumps"]["steps"] > rep["steps"]
 
 
 def test_train_refuses_bad_rows_and_flat_data(tmp_path):
@@ -76,3 +81,42 @@ def test_train_refuses_bad_rows_and_flat_data(tmp_path):
     flat.write_text("".join(f"{1722470400000 + i * 3600000},100,100,100,100,1,0,100,1,0.5,50,0\n" for i in range(200)))
     r = run_cli("train", flat, "--set", f'general.data_dir="{tmp_path}"')
     assert r.returncode == 2 and "no confirmed swings" in r.stderr
+    short = tmp_path / "SOLUSDT-1m-2024-08.csv"
+    short.write_text("".join(f"{1722470400000 + i * 60000},{100 + i},{101 + i},{99 + i},{100 + i},1,0,100,1,0.5,50,0\n"
+                             for i in range(8)))
+    r = run_cli("train", short, "--set", f'general.data_dir="{tmp_path}"')
+    assert r.returncode == 2 and "too little history" in r.stderr and "8 bars" in r.stderr
+
+
+def test_train_on_the_sample_recordings_trains_all_three_and_backtest_loads_them(data_files, tmp_path):
+    """The learning loop over the recording, validated on its last fifth; a following
+    `backtest --from-checkpoints` starts from the models it wrote."""
+    data = tmp_path / "data"
+    r = run_cli("train", *data_files, "--set", f'general.data_dir="{data}"')
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)["recordings"]
+    assert rep["held_out_s"] > 100 and rep["trained_on_s"] > 4 * 100
+    steps = rep["training_steps"]
+    assert all(steps[k] > 0 for k in ("cnn", "dqn", "cob")), steps
+    val = rep["validation"]
+    for arm in ("learned", "untrained"):
+        assert {"net_pnl", "trades", "realised_pnl", "fees"} <= set(val[arm])
+    assert set(val["baselines"]) == {"flat", "buy_and_hold", "random"} and "rank_vs_random" in val["verdict"]
+    assert "train: learning loop [" in r.stderr
+    assert sorted(p.name for p in (data / "checkpoints").glob("*-small.pt")) == ["cnn-small.pt", "cob-small.pt",
+                                                                                 "dqn-small.pt"]
+    bt = tmp_path / "bt.json"
+    r = run_cli("backtest", data_files[0], "--from-checkpoints", "--report", bt, "--set", f'general.data_dir="{data}"')
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = json.loads(bt.read_text())["training"]["steps"]
+    assert all(after[k] > steps[k] for k in steps), (steps, after)  # it started from the trained models
+
+
+def test_train_says_how_much_a_recording_needs(tmp_path):
+    rec = tmp_path / "ethusdt_20240101.txt"
+    rec.write_text('1 {"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT","t":1,"p":"1.00000000",'
+                   '"q":"1.00000000","T":1,"m":true,"M":true}}\n'
+                   '60000000000 {"stream":"ethusdt@trade","data":{"e":"trade","E":60000,"s":"ETHUSDT","t":2,'
+                   '"p":"1.00000000","q":"1.00000000","T":60000,"m":true,"M":true}}\n')
+    r = run_cli("train", rec, "--set", f'general.data_dir="{tmp_path}"')
+    assert r.returncode == 2 and "60 s of market time" in r.stderr and "at least 300 s" in r.stderr

@@ -84,6 +84,31 @@ def _steps(d: dict[str, Any]) -> Text | None:
     return Text(text)
 
 
+def _shadow(d: dict[str, Any]) -> Text | None:
+    trades = d.get("shadow_trades")
+    if trades is None:
+        return None
+    net = float(d.get("shadow_net_pnl") or 0.0)
+    return Text(f"{trades}t {d.get('shadow_wins', 0)}w {net:+.2f}", style="green" if net > 0 else "red" if net < 0 else "")
+
+
+def _shadow_rank(d: dict[str, Any]) -> Text | None:
+    rank = d.get("shadow_rank")
+    if rank is None:
+        return None
+    return Text(f"beats {float(rank):.0f}% rnd", style="green" if float(rank) >= 95 else "")
+
+
+_SOURCES = (("account", "acct"), ("shadow", "shdw"), ("counterfactual", "cf"), ("label", "pm"))
+
+
+def _updates(d: dict[str, Any]) -> Text | None:
+    ups = d.get("updates")
+    if not isinstance(ups, dict) or not ups:
+        return None
+    return Text(" ".join(f"{short}{compact(ups[k])}" for k, short in _SOURCES if ups.get(k)))
+
+
 def _plain(*keys: str) -> Callable[[dict[str, Any]], Text | None]:
     def get(d: dict[str, Any]) -> Text | None:
         v = _first(d, *keys)
@@ -104,6 +129,9 @@ PRIMARY: tuple[tuple[str, tuple[str, ...], Callable[[dict[str, Any]], Text | Non
     ("loss / 5-MA", ("last_loss", "loss", "loss_ma5", "loss_ma"), _loss),
     ("loss trend", ("loss_history", "losses"), _trend),
     ("train steps", ("training_steps", "steps", "skipped_updates"), _steps),
+    ("learned from", ("updates",), _updates),
+    ("shadow", ("shadow_trades", "shadow_wins", "shadow_net_pnl"), _shadow),
+    ("shadow rank", ("shadow_rank",), _shadow_rank),
     ("epsilon", ("epsilon",), _plain("epsilon")),
     ("last reward", ("last_reward", "reward"), _plain("last_reward", "reward")),
 )
