@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", metavar="K", default="1",
                    help="planted drift as a multiple of 2e-4 per second per unit of pressure, >= 0 (default 1)")
 
-    p = sub.add_parser("train", help="offline pre-training of the CNN on perfect moves")
+    p = sub.add_parser("train", help="offline pre-training of all three models (recordings), and of the CNN on "
+                                     "kline / aggTrades dumps, with an out-of-sample validation report")
     _common(p, sub=True)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="recordings, Binance kline/aggTrades CSV dumps (zipped or not), or folders of them")
@@ -344,10 +345,10 @@ def cmd_synth(args: argparse.Namespace, cfg: Settings) -> int:
 def cmd_train(args: argparse.Namespace, cfg: Settings) -> int:
     import json
 
-    from engine.learning.pretrain import TrainInputError, iter_files, train_cnn
+    from engine.learning.pretrain import TrainInputError, iter_files, train
 
     try:
-        rep = train_cnn(cfg, iter_files(args.paths), args.epochs or cfg.training.epochs)
+        rep = train(cfg, iter_files(args.paths), args.epochs or cfg.training.epochs)
     except TrainInputError as exc:
         print(f"tradedesk train: {exc}", file=sys.stderr)
         return 2
