@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 ACTION_INDEX = {a: i for i, a in enumerate(ACTIONS)}
 #: Tape marks (one a second) kept for the shadows' random-entry ranks.
 TAPE_KEEP = 7200
+SUMMARY_EVERY = 50  # counterfactual / perfect-move updates between two lines in the training log
 
 
 @dataclass
@@ -652,6 +653,12 @@ class Brain:
                 self.engine.training_log.append(LogLine(ts, r.model, f"{r.model.upper()}{where} reward "
                                                         f"{r.reward:+.3f}×{r.scale:.2f} loss {r.loss:.4f} step {r.step} "
                                                         f"({r.wall_ms:.1f} ms)"))
+            elif counts[r.source] == 1 or counts[r.source] % SUMMARY_EVERY == 0:
+                # Too many to list one by one: the first, then every SUMMARY_EVERY-th, so the pane shows
+                # that (and how much) a model learns before any position of its own has closed.
+                what = "counterfactual probes" if r.source == "counterfactual" else "confirmed perfect moves"
+                self.engine.training_log.append(LogLine(ts, r.model, f"{r.model.upper()} {counts[r.source]} "
+                                                        f"update(s) from {what}, loss {r.loss:.4f} step {r.step}"))
             self.engine.bus.publish(ModelTrained(r.model, r.step, r.loss, r.reward, r.position_id, ts, r.scale,
                                                  r.source))
         every = self.cfg.models.checkpoint_every_closes

@@ -158,7 +158,11 @@ def test_hold_gets_its_counterfactual_from_every_probe(planted, tmp_path):
                        "learning.probe_every_s=5", "learning.online_perfect_moves=false")
     trained, session = run(cfg, planted)
     probes = session.brain.probes
+    log = [line.text for line in session.engine.training_log]
     session.close()
     assert probes is not None and probes.settled > 40
+    # The training log shows each model's first counterfactual update, though none is listed one by one.
+    for name in ("CNN", "DQN", "COB"):
+        assert f"{name} 1 update(s) from counterfactual probes" in " | ".join(log), log[:6]
     by_model = {m: sum(1 for t in trained if t.model == m and t.source == "counterfactual") for m in ("cnn", "dqn", "cob")}
     assert all(n >= probes.settled - 5 for n in by_model.values()), by_model

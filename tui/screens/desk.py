@@ -78,7 +78,8 @@ class FeedStatus(NamedTuple):
     level: str = ""
 
 
-TRAINING_WAIT = "waiting for the first training event (models train when a position closes)"
+TRAINING_WAIT = ("waiting for the first training event (models train on closed positions, their shadow "
+                 "positions, counterfactual probes and confirmed perfect moves)")
 
 PANES = [
     "header: price, session change, spread, mode, trading state, auto, training, order size, device; "
