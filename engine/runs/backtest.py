@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -233,6 +234,12 @@ def render(rep: dict[str, Any], extra: list[str] | None = None, width: int = 100
         f"buy & hold: {_yes(v['beats_buy_and_hold'])}",
         f"training steps {rep['training']['steps']}  rewards {rep['training']['rewards']}",
     ]
+    loaded = rep["training"].get("loaded")
+    if loaded:
+        lines.append("started from checkpoints: " + ", ".join(
+            f"{k.upper()} step {v['steps']} ({v['file']})" for k, v in loaded.items()))
+    elif loaded is not None:
+        lines.append("started from fresh models")
     for model, a in sorted(rep.get("attribution", {}).items()):
         lines.append(f"  {model.upper():4} positions {int(a['positions'])}  credited PnL {a['pnl']:+.4f}")
     lines += list(extra or [])
@@ -290,6 +297,10 @@ def run_backtest(cfg: Any, paths: list[Any], *, checkpoints_from: Any = None, sa
     session = backtest_session(cfg, paths, checkpoints_from=checkpoints_from)
     engine = session.engine
     recorder = BacktestRecorder(engine)
+    host = session.brain.host if session.brain is not None else None
+    # What the run started from, before it learns anything: the loaded files and their step counts.
+    loaded = {k: {"file": Path(f).name, "steps": host.agents[k].training_steps}
+              for k, f in sorted(host.loaded.items())} if host is not None else {}
     try:
         session.replay.run_sync()
         if session.brain is not None:
@@ -297,6 +308,7 @@ def run_backtest(cfg: Any, paths: list[Any], *, checkpoints_from: Any = None, sa
         engine.run_commands()
         summary = engine.summary()
         rep = report(engine, recorder, summary, files=[p.name for p in paths])
+        rep["training"]["loaded"] = loaded
         saved = session.brain.host.save_checkpoints(save_to) if session.brain is not None and save_to else {}
     finally:
         session.close()

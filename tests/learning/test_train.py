@@ -108,7 +108,11 @@ def test_train_on_the_sample_recordings_trains_all_three_and_backtest_loads_them
     bt = tmp_path / "bt.json"
     r = run_cli("backtest", data_files[0], "--from-checkpoints", "--report", bt, "--set", f'general.data_dir="{data}"')
     assert r.returncode == 0, r.stderr[-3000:]
-    after = json.loads(bt.read_text())["training"]["steps"]
+    training = json.loads(bt.read_text())["training"]
+    # It says what it started from: the files train wrote, at the step counts train reached.
+    assert training["loaded"] == {k: {"file": f"{k}-small.pt", "steps": steps[k]} for k in ("cnn", "cob", "dqn")}
+    assert "started from checkpoints: CNN step " in r.stdout
+    after = training["steps"]
     assert all(after[k] > steps[k] for k in steps), (steps, after)  # it started from the trained models
 
 
