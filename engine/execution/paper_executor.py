@@ -12,6 +12,9 @@
   limit), at the limit, as maker, for at most the traded quantity. A trade at exactly the
   limit does not fill it: the queue position is unknown, so we assume we were behind.
 - The book is not consumed: the next order sees the book as the exchange next reports it.
+- Only a LIVE, uncrossed book fills: a buy takes asks above the best bid, a sell bids
+  below the best ask, so a fill never crosses the opposite best. (A synced book that
+  crosses is discarded and is not LIVE; the check here holds for any book handed in.)
 
 Precision and minimums are checked before an order gets here (``engine.execution.risk``).
 """
@@ -158,6 +161,9 @@ class PaperExecutor:
             state = sb.state.value if sb is not None else "missing"
             return ExecReport(o.client_id, OrderState.REJECTED, ts, reason=f"book {state} when the order arrived")
         book = sb.book
+        if book.is_crossed():
+            return ExecReport(o.client_id, OrderState.REJECTED, ts,
+                              reason=f"book crossed when the order arrived (bid {book.best_bid()} >= ask {book.best_ask()})")
         levels = book.top_asks(self.depth) if o.side is Side.BUY else book.top_bids(self.depth)
         if not levels:
             return ExecReport(o.client_id, OrderState.REJECTED, ts, reason="empty book")

@@ -8,6 +8,13 @@
 
 State is ``SYNCING`` until a snapshot has been joined to the diff chain, ``LIVE`` while
 the chain holds, ``STALE`` when the feed has gone quiet or disconnected.
+
+A crossed or locked book (best bid >= best ask) is not a book: Binance's matching engine
+never leaves one, so a diff that produces it (a bad diff with a valid id chain, or a
+book that was wrong already) is counted, the book is discarded and goes ``STALE`` until a
+new snapshot is joined, exactly as after a gap (live: a REST resnapshot; replay: the next
+recorded snapshot). Nothing trades, decides or trains on it meanwhile (none of them act
+on a book that is not ``LIVE``), and a ``LIVE`` book is never crossed.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ class BookCounters:
     resyncs: int = 0  # snapshots requested after the first (gap, reconnect, stale)
     gaps: int = 0
     stale_dropped: int = 0  # diffs older than the snapshot
-    crossed: int = 0  # applied diffs that left best bid >= best ask
+    crossed: int = 0  # diffs (or snapshots) that left best bid >= best ask: each discarded the book
     buffered_overflow: int = 0
     stale_snapshots: int = 0  # snapshots older than every buffered diff (refetched)
 
@@ -139,13 +146,13 @@ class SyncedBook:
             if self._request_snapshot:
                 self._request_snapshot(self.symbol)
 
-    def resync(self, reason: str) -> None:
-        """Discard the book and start over (gap, reconnect)."""
+    def resync(self, reason: str, state: BookState = BookState.SYNCING) -> None:
+        """Discard the book and start over (gap, reconnect: ``SYNCING``; crossed: ``STALE``)."""
         self.book.clear()
         self._buffer.clear()
         self._joined = False
         self.last_update_id = 0
-        self._set_state(BookState.SYNCING, reason)
+        self._set_state(state, reason)
         self._ask_snapshot()
 
     def mark_stale(self, reason: str) -> None:
@@ -170,17 +177,20 @@ class SyncedBook:
             else:
                 self._drain_buffer()
             return
+        if self._continue_chain(d) and self.state is BookState.STALE:
+            self.mark_fresh()
+
+    def _continue_chain(self, d: BookDelta) -> bool:
+        """Apply a diff to a joined book; False when the book was discarded (gap, crossed)."""
         if d.final_id <= self.last_update_id:
             self.counters.stale_dropped += 1  # duplicate or reordered diff already covered
-            return
+            return True
         if d.first_id != self.last_update_id + 1:
             self.counters.gaps += 1
             self.resync(f"gap: expected U={self.last_update_id + 1}, got U={d.first_id}")
             self._buffer.append(d)
-            return
-        self._apply(d)
-        if self.state is BookState.STALE:
-            self.mark_fresh()
+            return False
+        return self._apply(d)
 
     def on_snapshot(self, s: BookSnapshot) -> None:
         self.counters.snapshots += 1
@@ -192,6 +202,9 @@ class SyncedBook:
                 return
             self._joined = False
         self.book.load(s.bids, s.asks)
+        if self.book.is_crossed():  # a snapshot no exchange would send: never trade on it
+            self._crossed(f"snapshot {s.last_update_id}")
+            return
         self.last_update_id = s.last_update_id
         self._drain_buffer()
 
@@ -200,33 +213,46 @@ class SyncedBook:
 
     def _drain_buffer(self) -> None:
         buf, self._buffer = self._buffer, []
-        for d in buf:
+        for i, d in enumerate(buf):
             if self._joined:
-                self.on_delta(d)
+                if not self._continue_chain(d):  # a gap or a crossed book: the rest waits for a new snapshot
+                    self._buffer.extend(buf[i + 1:])
+                    return
                 continue
             if d.final_id <= self.last_update_id:
                 self.counters.stale_dropped += 1
                 continue
             if d.first_id <= self.last_update_id + 1 <= d.final_id:
                 self._joined = True
-                self._apply(d)
-                self._set_state(BookState.LIVE, "synced")
+                if not self._apply(d):  # the snapshot with its first diff is crossed
+                    self._buffer.extend(buf[i + 1:])
+                    return
                 continue
             # The snapshot is older than the oldest diff we hold: it cannot be joined.
             # Keep the diffs and ask for a newer snapshot.
             self.counters.stale_snapshots += 1
-            self._buffer = buf[buf.index(d):]
+            self._buffer = buf[i:]
             self.book.clear()
             self.last_update_id = 0
             self._ask_snapshot()
             return
+        if self._joined:  # LIVE only once every buffered diff is applied and the book is sound
+            self._set_state(BookState.LIVE, "synced")
 
-    def _apply(self, d: BookDelta) -> None:
+    def _apply(self, d: BookDelta) -> bool:
+        """Apply one diff of the chain; False when it left the book crossed (then discarded)."""
         self.book.apply(d.bids, d.asks)
         self.last_update_id = d.final_id
         self.counters.updates += 1
         if self.book.is_crossed():
-            self.counters.crossed += 1
+            self._crossed(f"update {d.final_id}")
+            return False
+        return True
+
+    def _crossed(self, what: str) -> None:
+        self.counters.crossed += 1
+        self.resync(f"crossed book after {what}: best bid {self.book.best_bid()} >= best ask {self.book.best_ask()}; "
+                    "discarded until a new snapshot joins", BookState.STALE)
 
     # -- views -------------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 The primary venue's book is the engine's own :class:`~engine.market.book.SyncedBook` (attached
 by reference, so the view is always current); other venues (ccxt.pro) push their top
 levels as they change. Only venues whose book is ``LIVE`` are merged: a stale or
-syncing venue drops out of the view and is listed as such, never shown as live.
+syncing venue drops out of the view and is listed as such, never shown as live. A venue
+whose own book is crossed or locked (its best bid >= its best ask) is invalid: counted,
+``STALE`` until it pushes an uncrossed book. Two venues crossing *each other* is not an
+error (an arbitrage) and is shown as such.
 Prices and sizes stay ``Decimal``.
 """
 
@@ -56,6 +59,7 @@ class VenueBook:
     state: BookState = BookState.SYNCING
     reason: str = ""
     updates: int = 0
+    crossed: int = 0  # pushed books that were crossed or locked (left out of the view)
     last_mono: float | None = None
 
 
@@ -72,11 +76,16 @@ class ConsolidatedBook:
         self._synced[venue] = book
 
     def update(self, venue: str, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None:
-        """Replace a venue's levels (best first). An update means the venue is live."""
+        """Replace a venue's levels (best first). An update means the venue is live, unless
+        its own book is crossed or locked: then it is STALE until an uncrossed one comes."""
         vb = self._pushed.setdefault(venue, VenueBook(venue))
         vb.bids, vb.asks = bids, asks
         vb.updates += 1
         vb.last_mono = time.monotonic()
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            vb.crossed += 1
+            vb.state, vb.reason = BookState.STALE, f"crossed book: best bid {bids[0][0]} >= best ask {asks[0][0]}"
+            return
         vb.state, vb.reason = BookState.LIVE, ""
 
     def set_state(self, venue: str, state: BookState, reason: str = "") -> None:
@@ -100,6 +109,10 @@ class ConsolidatedBook:
             return tuple(book.top_bids(depth)), tuple(book.top_asks(depth))
         vb = self._pushed.get(venue)
         return (vb.bids[:depth], vb.asks[:depth]) if vb is not None else ((), ())
+
+    def pushed(self, venue: str) -> VenueBook | None:
+        """A pushed venue's book as last pushed (its state, reason and counters)."""
+        return self._pushed.get(venue)
 
     def venue_states(self) -> dict[str, str]:
         out = {v: b.state.value for v, b in self._synced.items()}

@@ -16,7 +16,7 @@ The recording plays as one exchange timeline: while no client is subscribed the 
 holds; ``lost_on_reconnect`` frames pass unseen while a client is away. A seeded
 :class:`Scenario` injects the faults of RELIABILITY.md's feed and book rows: drops, clean
 closes, silence, missing pongs, diff gaps, duplicates, reordered diffs, malformed and
-oversized frames, HTTP 429 with ``Retry-After``, 5xx and stale snapshots. At the end of
+oversized frames, crossing diffs, HTTP 429 with ``Retry-After``, 5xx and stale snapshots. At the end of
 the data it stops listening and closes every connection; it also stops by itself after
 ``lifetime_s``. Run it alone with ``python -m engine.testing.fake_exchange PATH... --port N``.
 """
@@ -73,6 +73,7 @@ class Scenario:
     gaps: int = 0  # depth diffs withheld
     duplicates: int = 0  # trade frames sent twice
     reorders: int = 0  # a symbol's depth diff sent after the next one
+    crossed: int = 0  # depth diffs sent with one more bid, 1 % above the best ask (ids unchanged: a valid chain)
     malformed: int = 0  # bad frames injected (bad JSON, binary, unknown stream, wrong schema, NaN, array)
     oversized: int = 0  # 2 MiB frames injected
     depth_429: int = 0  # first N depth requests: 429 with Retry-After
@@ -113,6 +114,7 @@ class Stats:
     gaps: int = 0
     duplicates: int = 0
     reorders: int = 0
+    crossed: int = 0
     malformed: int = 0
     oversized: int = 0
     lost: int = 0
@@ -131,7 +133,7 @@ class Stats:
             "frames_sent": self.frames_sent, "trades_sent": {s: len(v) for s, v in self.trades_sent.items()},
             "connections": self.connections, "drops": self.drops, "closes": self.closes, "silences": self.silences,
             "no_pongs": self.no_pongs, "pings_sent": self.pings_sent, "pongs_received": self.pongs_received,
-            "gaps": self.gaps, "duplicates": self.duplicates, "reorders": self.reorders, "malformed": self.malformed,
+            "gaps": self.gaps, "duplicates": self.duplicates, "reorders": self.reorders, "crossed": self.crossed, "malformed": self.malformed,
             "oversized": self.oversized, "lost": self.lost, "depth_429": self.depth_429, "depth_5xx": self.depth_5xx,
             "stale_snapshots": self.stale_snapshots, "rest_requests": len(self.rest),
         }
@@ -257,7 +259,7 @@ class FakeExchange:
         sc = self.scenario
         rng = random.Random(sc.seed)
         faults = (["gap"] * sc.gaps + ["duplicate"] * sc.duplicates + ["reorder"] * sc.reorders
-                  + ["malformed"] * sc.malformed + ["oversized"] * sc.oversized)
+                  + ["malformed"] * sc.malformed + ["oversized"] * sc.oversized + ["crossed"] * sc.crossed)
         rng.shuffle(faults)
         n = len(self.stream)
         plan: dict[int, list[str]] = defaultdict(list)
@@ -266,7 +268,7 @@ class FakeExchange:
         lo, hi = int(n * 0.15), int(n * 0.85)  # away from the start (syncing) and the end
         step = (hi - lo) / len(faults)
         for k, fault in enumerate(faults):
-            want = {"gap": "depth", "reorder": "depth", "duplicate": "trade"}.get(fault)
+            want = {"gap": "depth", "reorder": "depth", "crossed": "depth", "duplicate": "trade"}.get(fault)
             i = int(lo + step * k + rng.uniform(0, step / 4))
             while want and i < n - 1 and self.stream[i].kind != want:
                 i += 1
@@ -400,6 +402,9 @@ class FakeExchange:
             st.reorders += 1
             self._held[rec.symbol] = rec  # sent right after the next diff of this symbol
             return
+        if "crossed" in faults and rec.symbol in self.books:
+            st.crossed += 1
+            rec = self._crossing(rec)  # what clients see; the exchange's own book stays sound
         await self._send_all(rec)
         if rec.kind == "depth" and rec.symbol in self._held:
             await self._send_all(self._held.pop(rec.symbol))
@@ -415,6 +420,16 @@ class FakeExchange:
             pad = b"x" * (2 << 20)
             await self._send_extra(rec.stream, b'{"stream":"' + rec.stream.encode() + b'","data":{"pad":"' + pad + b'"}}',
                                    False)
+
+    def _crossing(self, rec: Rec) -> Rec:
+        """The same diff (same ``U``/``u``) with one more bid 1 % above the exchange's best ask."""
+        asks = self.books[rec.symbol][1]
+        best_ask = min((Decimal(p) for p in asks), default=Decimal(1))
+        obj = orjson.loads(rec.frame)
+        obj["data"]["b"].append([_s(best_ask * Decimal("1.01")), "1.00000000"])
+        frame = orjson.dumps(obj)
+        i = frame.find(b'"data":')
+        return Rec(rec.ts, rec.stream, rec.symbol, rec.kind, frame, i + 7, obj["data"])
 
     async def _send_all(self, rec: Rec, count: bool = True) -> None:
         sc = self.scenario

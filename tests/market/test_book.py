@@ -83,17 +83,61 @@ def test_snapshot_older_than_buffer_is_refetched():
     assert book.last_update_id == 55
 
 
-def test_crossed_book_is_counted_and_stale_marking():
+def test_silence_marks_stale_and_data_resumes_live():
     book, _, states = make()
     book.on_delta(delta(9, 11))
     book.on_snapshot(snapshot(10))
-    book.on_delta(delta(12, 12, bids=[("101.5", "1")]))  # bid above the best ask 101
-    assert book.counters.crossed == 1
     book.mark_stale("silence")
     assert book.state is BookState.STALE
-    book.on_delta(delta(13, 13))
+    book.on_delta(delta(12, 12))
     assert book.state is BookState.LIVE
     assert states == [BookState.LIVE, BookState.STALE, BookState.LIVE]
+
+
+def test_crossed_book_is_counted_discarded_and_stale_until_a_new_snapshot_joins():
+    book, requests, states = make()
+    book.on_delta(delta(9, 11))
+    book.on_snapshot(snapshot(10))
+    assert book.state is BookState.LIVE
+    book.on_delta(delta(12, 12, bids=[("101.5", "1")]))  # valid chain, bid above the best ask 101
+    assert book.counters.crossed == 1
+    assert book.state is BookState.STALE
+    assert not book.book.bids and not book.book.asks  # nothing left to trade against
+    assert requests == ["ETHUSDT", "ETHUSDT"] and book.counters.resyncs == 1
+    # Later diffs of the chain do not bring it back: only a snapshot does.
+    book.on_delta(delta(13, 13, bids=[("100", "2")]))
+    book.on_delta(delta(14, 15))
+    assert book.state is BookState.STALE
+    book.on_snapshot(snapshot(13))
+    assert book.state is BookState.LIVE
+    assert book.last_update_id == 15 and not book.book.is_crossed()
+    assert states == [BookState.LIVE, BookState.STALE, BookState.LIVE]
+
+
+def test_locked_book_counts_as_crossed():
+    book, _, _ = make()
+    book.on_delta(delta(9, 11))
+    book.on_snapshot(snapshot(10))
+    book.on_delta(delta(12, 12, asks=[("100", "1")]))  # ask at the best bid: locked
+    assert book.counters.crossed == 1 and book.state is BookState.STALE
+
+
+def test_crossed_snapshot_or_first_diff_never_goes_live():
+    book, requests, states = make()
+    book.on_delta(delta(9, 11))
+    book.on_snapshot(snapshot(10, bids=(("102", "1"),), asks=(("101", "1"),)))
+    assert book.state is BookState.STALE and book.counters.crossed == 1
+    assert len(requests) == 2  # asked for another one
+    book.on_delta(delta(12, 13))
+    book.on_delta(delta(14, 14, bids=[("101", "1")]))  # buffered; crosses once applied
+    book.on_delta(delta(15, 15))
+    book.on_snapshot(snapshot(12))  # joins at 13, then 14 crosses it while draining
+    assert book.counters.crossed == 2
+    assert book.state is BookState.STALE
+    assert states == [BookState.STALE]  # never LIVE in between
+    book.on_snapshot(snapshot(14))  # 15 is still buffered: it joins
+    assert book.state is BookState.LIVE and book.last_update_id == 15
+    assert book.counters.stale_snapshots == 0  # the diffs after a crossing are not mistaken for a stale snapshot
 
 
 def test_best_prices_follow_deletions():
