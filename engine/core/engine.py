@@ -198,12 +198,13 @@ class Engine:
             self.run_commands()
 
     def _on_trade(self, st: SymbolState, t: Trade) -> None:
-        if t.trade_id <= st.last_trade_id:
-            st.duplicate_trades += 1  # duplicate or replayed: applied once, by trade id
+        if not st.recent_trade_ids.add(t.trade_id):
+            st.duplicate_trades += 1  # seen among the recent trade ids: applied once
             return
-        st.last_trade_id = t.trade_id
         st.trades += 1
-        st.last_price = t.price
+        if t.trade_id > st.last_trade_id:  # a reordered older trade is applied, but is not the last price
+            st.last_trade_id = t.trade_id
+            st.last_price = t.price
         if st.first_price is None:
             st.first_price = t.price
         st.last_event_ns = t.ts_event
