@@ -32,6 +32,7 @@ from engine.execution.ledger import Ledger, ledger_path, replay_ledger_path
 from engine.execution.paper_executor import PaperExecutor
 from engine.learning.brain import Brain
 from engine.learning.host import ModelStore
+from engine.market.capture import check_recordings
 from engine.market.recorder import Recorder
 from engine.runs.live_driver import QUEUE_SIZE, LiveFeedDriver
 from engine.runs.replay import Replay
@@ -116,7 +117,11 @@ def replay_session(cfg: Settings, paths: list[Path], speed: float | None = None,
     between messages (the same files and seed give the same run); ``linger`` keeps
     market time moving after the data ends (the desk). The ledger is a fresh per-run file
     unless one is given, so replays never restore into each other.
+
+    A file that is not a recording raises :class:`~engine.market.capture.CaptureError`
+    (naming it and why) before anything is created.
     """
+    recordings = check_recordings(paths)
     clock = ReplayClock()
     if ledger is None:
         ledger = Ledger(replay_ledger_path(cfg.data_dir()), "replay", durable=False)
@@ -124,7 +129,7 @@ def replay_session(cfg: Settings, paths: list[Path], speed: float | None = None,
                     executor=executor if executor is not None else paper_executor(cfg))
     brain = attach_models(engine, cfg, deterministic=deterministic, store=store, frozen=frozen,
                           active_from_ns=active_from_ns) if models else None
-    return Session(engine, brain, Replay(engine, paths, speed, clock, linger=linger))
+    return Session(engine, brain, Replay(engine, paths, speed, clock, linger=linger, recordings=recordings))
 
 
 def backtest_session(cfg: Settings, paths: list[Path], *, checkpoints_from: Path | None = None, frozen: bool = False,

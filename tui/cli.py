@@ -445,6 +445,7 @@ async def _headless_replay(cfg: Settings, paths: list[Path], speed: float | None
     summary = engine.summary(watch.elapsed())
     summary["parser"] = replay.parser.stats.as_dict()
     summary["reader"] = {"lines": replay.lines, **replay.counters}
+    summary["warnings"] = list(replay.warnings)
     summary["completed"] = replay.done
     if args.summary_json:
         write_summary(Path(args.summary_json), summary)

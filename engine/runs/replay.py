@@ -7,6 +7,7 @@ possible. Pacing follows the receive stamps, so bursts replay as bursts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,29 @@ from pathlib import Path
 from engine.core.clock import ReplayClock
 from engine.core.engine import Engine
 from engine.core.events import NS_PER_S, MarketData, ReplayPaused
-from engine.market.capture import CaptureLine, merged_lines
-from engine.market.parse import Parser
+from engine.core.snapshot import LogLine
+from engine.core.symbols import display_symbol
+from engine.market.capture import CaptureLine, RecordingInfo, merged_lines
+from engine.market.parse import Parser, stream_symbol
+
+log = logging.getLogger(__name__)
 
 #: Messages applied between yields to the event loop at max speed.
 BATCH = 512
+
+
+def symbol_warning(primary: str, recordings: list[RecordingInfo]) -> str | None:
+    """A line for the user when the configured primary symbol is not in the recordings: the
+    session then trades the first symbol in the data (what :attr:`Engine.primary` does)."""
+    want = stream_symbol(primary)
+    found = set().union(*(r.symbols for r in recordings)) if recordings else set()
+    if not found or want in found:
+        return None
+    first = min(recordings, key=lambda r: r.first_ns)
+    traded = first.first_symbol if first.first_symbol in found else sorted(found)[0]
+    names = ", ".join(r.path.name for r in recordings)
+    return (f"symbols.primary is {display_symbol(want)} but {names} hold{'s' if len(recordings) == 1 else ''} only "
+            f"{', '.join(display_symbol(s) for s in sorted(found))}: this session trades {display_symbol(traded)}")
 
 
 def parse_speed(text: str) -> float | None:
@@ -38,7 +57,7 @@ class Replay:
     """Drives an engine from capture files. ``run()`` is a coroutine; pause with ``paused``."""
 
     def __init__(self, engine: Engine, paths: list[Path], speed: float | None, clock: ReplayClock, *,
-                 linger: bool = False) -> None:
+                 linger: bool = False, recordings: list[RecordingInfo] | None = None) -> None:
         self.engine = engine
         self.paths = paths
         self.speed = speed
@@ -54,6 +73,19 @@ class Replay:
         self._resume.set()
         engine.bus.on(ReplayPaused, self._on_paused)
         engine.replay_info.update(speed=_speed_label(speed), paused=False, progress=0, done=False)
+        self._first_ns = min((r.first_ns for r in recordings), default=0) if recordings else 0
+        self.warnings: list[str] = []
+        note = symbol_warning(engine.settings.symbols.primary, recordings or [])
+        if note is not None:
+            self.warn(note)
+
+    def warn(self, text: str) -> None:
+        """Tell the user (log and stderr when headless, the desk's log pane, the summary)."""
+        self.warnings.append(text)
+        self.engine.replay_info["warnings"] = list(self.warnings)
+        log.warning("%s", text)
+        ts = self.clock.now_ns() or self._first_ns
+        self.engine.log.append(LogLine(ts, "replay", text, "warn"))
 
     def _on_paused(self, ev: ReplayPaused) -> None:
         if ev.paused:
@@ -145,6 +177,9 @@ class Replay:
             engine.orders.housekeeping(clock.now_ns())
 
     def _finish(self) -> None:
+        if self.lines and not self.parser.stats.parsed:
+            self.warn(f"no market data in {', '.join(str(p) for p in self.paths)}: {self.lines} lines read, "
+                      "none of them a trade, depth or ticker message")
         self.done = True
         self.engine.replay_info.update(progress=self.lines, done=True)
         self.engine.feed_info["parser"] = self.parser.stats.as_dict()
