@@ -28,7 +28,7 @@ from engine.core.engine import Engine
 from engine.core.events import NS_PER_MS
 from engine.core.settings import Settings
 from engine.execution.executor import Executor
-from engine.execution.ledger import Ledger, ledger_path, replay_ledger_path
+from engine.execution.ledger import Ledger, ledger_path, prune_run_ledgers, replay_ledger_path
 from engine.execution.paper_executor import PaperExecutor
 from engine.learning.brain import Brain
 from engine.learning.host import ModelStore
@@ -116,17 +116,22 @@ def replay_session(cfg: Settings, paths: list[Path], speed: float | None = None,
     ``replay`` or ``backtest``; ``deterministic`` waits for inference and training
     between messages (the same files and seed give the same run); ``linger`` keeps
     market time moving after the data ends (the desk). The ledger is a fresh per-run file
-    unless one is given, so replays never restore into each other.
+    unless one is given, so replays never restore into each other; when the run ends, run
+    ledgers beyond the newest ``general.keep_run_ledgers`` are deleted.
 
     A file that is not a recording raises :class:`~engine.market.capture.CaptureError`
     (naming it and why) before anything is created.
     """
     recordings = check_recordings(paths)
     clock = ReplayClock()
+    own_ledger = ledger is None
     if ledger is None:
         ledger = Ledger(replay_ledger_path(cfg.data_dir()), "replay", durable=False)
     engine = Engine(cfg, clock, mode=mode, ledger=ledger,
                     executor=executor if executor is not None else paper_executor(cfg))
+    if own_ledger and ledger.path is not None:
+        runs, keep = ledger.path.parent, cfg.general.keep_run_ledgers
+        engine.on_shutdown(lambda: prune_run_ledgers(runs, keep), after_all=True)  # once this ledger is closed
     brain = attach_models(engine, cfg, deterministic=deterministic, store=store, frozen=frozen,
                           active_from_ns=active_from_ns) if models else None
     return Session(engine, brain, Replay(engine, paths, speed, clock, linger=linger, recordings=recordings))

@@ -391,9 +391,13 @@ class Engine:
         self.brain = models
         self.on_shutdown(models.close)
 
-    def on_shutdown(self, fn: Callable[[], object]) -> None:
-        """Run ``fn`` at shutdown (last registered runs first)."""
-        self._shutdown_hooks.append(fn)
+    def on_shutdown(self, fn: Callable[[], object], *, after_all: bool = False) -> None:
+        """Run ``fn`` at shutdown (last registered runs first; ``after_all``: after every
+        other hook, the ledger's close included)."""
+        if after_all:
+            self._shutdown_hooks.insert(0, fn)
+        else:
+            self._shutdown_hooks.append(fn)
 
     def shutdown(self) -> None:
         """Flush and close: checkpoints saved, ledger closed. Safe to call twice."""

@@ -72,6 +72,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "log_level": _k("choice", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
         "seed": _k("int", 7, "seed for every random number generator", lo=0, hi=2**31 - 1),
+        "keep_run_ledgers": _k("int", 20, "replay runs' ledgers kept in <data_dir>/ledger/runs, newest first; older ones are deleted when a replay ends (0 = a replay leaves none behind; runs in progress and the paper/live ledgers are never touched)", lo=0, hi=100000),
     },
     "symbols": {
         "primary": _k("str", "ETH/USDT", "the symbol traded and charted"),

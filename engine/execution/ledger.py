@@ -25,6 +25,7 @@ replays and backtests get a fresh file per run so they never restore into each o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -202,6 +203,77 @@ def replay_ledger_path(data_dir: Path) -> Path:
     while (path := base.with_name(f"{base.name}{f'-{n}' if n else ''}.db")).exists():
         n += 1  # several runs in one process within one second
     return path
+
+
+def _held_elsewhere(lock_path: Path) -> Any:
+    """Take ``lock_path``'s flock without waiting: the open file (keep it open while you
+    delete), or None when another process holds it (its run is in progress)."""
+    try:
+        fh = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+    except OSError:
+        return None
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return None
+    return fh
+
+
+def prune_run_ledgers(folder: Path, keep: int) -> list[Path]:
+    """Delete the replay/backtest run ledgers in ``folder`` (``<data_dir>/ledger/runs``)
+    beyond the newest ``keep`` finished ones, each with its ``-wal``, ``-shm`` and lock
+    files; returns the ledgers deleted.
+
+    Never touched: a run in progress (its lock is held: we take the lock ourselves before
+    deleting anything), a run that left unwritten rows beside it (``.unwritten.json``),
+    anything not named ``replay-*.db``; the paper and live ledgers live one folder up.
+    """
+    if keep < 0:
+        raise ValueError(f"keep must be >= 0, got {keep}")
+    try:
+        dbs = [p for p in folder.glob("replay-*.db") if p.is_file()]
+    except OSError:
+        return []
+
+    def age(p: Path) -> tuple[float, str]:
+        try:
+            return (p.stat().st_mtime, p.name)
+        except OSError:
+            return (0.0, p.name)
+
+    finished: list[Path] = []
+    for db in sorted(dbs, key=age, reverse=True):
+        if db.with_name(db.name + ".unwritten.json").exists():
+            continue
+        finished.append(db)
+    deleted: list[Path] = []
+    for db in finished[keep:]:
+        lock_path = db.with_name(db.name + ".lock")
+        fh = _held_elsewhere(lock_path)
+        if fh is None:
+            continue  # in progress (or not ours to take): never deleted
+        try:
+            for suffix in ("-wal", "-shm", ""):
+                db.with_name(db.name + suffix).unlink(missing_ok=True)
+            lock_path.unlink(missing_ok=True)
+            deleted.append(db)
+        except OSError as exc:
+            log.warning("could not delete the old run ledger %s: %s", db, exc)
+        finally:
+            fh.close()
+    with contextlib.suppress(OSError):
+        for lock_path in folder.glob("replay-*.db.lock"):  # left by runs that never opened their ledger
+            if lock_path.with_name(lock_path.name[:-len(".lock")]).exists():
+                continue
+            fh = _held_elsewhere(lock_path)
+            if fh is not None:
+                with fh:
+                    lock_path.unlink(missing_ok=True)
+    if deleted:
+        log.info("deleted %d old run ledger(s) in %s (general.keep_run_ledgers = %d)", len(deleted), folder, keep)
+    return deleted
 
 
 def _d(x: str | None) -> Decimal | None:

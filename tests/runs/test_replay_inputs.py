@@ -1,7 +1,7 @@
 """What `tradedesk replay` / `backtest` are handed (issue 12, point 7): files that are no
 recording are refused with exit 2 naming the file and why; a recording cut short replays
 what it holds, with a warning; a recording without the primary symbol says which symbol
-the session trades."""
+the session trades; old run ledgers are pruned to `general.keep_run_ledgers`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import bz2
 import gzip
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.core.settings import SettingsError
 from engine.execution.ledger import Ledger
 from engine.kernel import replay_session
 from engine.market.capture import CaptureError
@@ -122,6 +124,56 @@ def test_a_recording_without_the_primary_symbol_says_which_symbol_is_traded(tmp_
     session = replay_session(cfg, [rec], None, models=False, ledger=Ledger.memory())
     assert session.replay.warnings == []
     session.close()
+
+
+def old_run_ledger(runs: Path, name: str, mtime: float, wal: bool = True) -> Path:
+    db = runs / f"{name}.db"
+    Ledger(db, "replay", durable=False).close()
+    if wal:  # as a run killed before its close leaves them
+        db.with_name(db.name + "-wal").write_bytes(b"x")
+        db.with_name(db.name + "-shm").write_bytes(b"x")
+    os.utime(db, (mtime, mtime))
+    return db
+
+
+def test_old_run_ledgers_are_pruned_to_the_newest_n_never_one_in_use(tmp_path):
+    data = tmp_path / "data"
+    runs = data / "ledger" / "runs"
+    runs.mkdir(parents=True)
+    paper = Ledger(data / "ledger" / "paper.db", "paper")  # the paper account: never touched
+    paper.close()
+    in_use = Ledger(old_run_ledger(runs, "replay-20200101T000000Z-1", 1000), "replay", durable=False)  # the oldest
+    old = [old_run_ledger(runs, f"replay-2020010{i}T000000Z-1", 1000 + 1000 * i) for i in (2, 3, 4, 5)]
+    rec = tiny_recording(tmp_path / "session.txt")
+    cfg = settings_for(data, "models.enabled=[]", 'symbols.primary="BTC/USDT"', "general.keep_run_ledgers=2")
+    session = replay_session(cfg, [rec], None, models=False)
+    session.replay.run_sync()
+    own = session.engine.ledger.path
+    session.close()
+    left = sorted(p.name for p in runs.iterdir())
+    # kept: this run and the newest old one (2 finished), plus the one still in use
+    assert left == sorted([
+        in_use.path.name, in_use.path.name + ".lock", in_use.path.name + "-wal", in_use.path.name + "-shm",
+        old[-1].name, old[-1].name + ".lock", old[-1].name + "-wal", old[-1].name + "-shm",
+        own.name, own.name + ".lock"])
+    in_use.close()
+    assert (data / "ledger" / "paper.db").is_file()
+    # 0: a replay leaves no ledger behind (the one no longer in use goes too).
+    cfg0 = cfg.with_overrides(["general.keep_run_ledgers=0"])
+    session = replay_session(cfg0, [rec], None, models=False)
+    session.replay.run_sync()
+    session.close()
+    assert list(runs.iterdir()) == []
+    assert (data / "ledger" / "paper.db").is_file()
+
+
+def test_keep_run_ledgers_is_validated(tmp_path):
+    assert settings_for(tmp_path).general.keep_run_ledgers == 20
+    assert settings_for(tmp_path, "general.keep_run_ledgers=0").general.keep_run_ledgers == 0
+    with pytest.raises(SettingsError, match=r"general\.keep_run_ledgers = .*expected an integer in \[0, 100000\]"):
+        settings_for(tmp_path, "general.keep_run_ledgers=-1")
+    with pytest.raises(SettingsError, match=r"general\.keep_run_ledgers = .*expected an integer in \[0, 100000\]"):
+        settings_for(tmp_path, "general.keep_run_ledgers=2.5")
 
 
 def test_a_prefix_of_a_real_recording_still_passes_the_check(tmp_path):
