@@ -106,6 +106,17 @@ def test_a_recording_cut_short_replays_what_it_holds_with_a_warning(tmp_path, ca
     assert any(str(cut) in r.getMessage() and "cut short" in r.getMessage() for r in caplog.records)
 
 
+def test_a_file_of_stamped_json_without_market_data_says_so(tmp_path):
+    odd = tmp_path / "odd.txt"
+    odd.write_bytes(b"".join(b'%d {"hello":"world"}\n' % (1_000 + i) for i in range(5)))
+    session = replay_session(settings_for(tmp_path / "data", "models.enabled=[]"), [odd], None, models=False,
+                             ledger=Ledger.memory())
+    session.replay.run_sync()
+    session.close()
+    assert session.replay.warnings == [f"no market data in {odd}: 5 lines read, none of them a trade, depth or "
+                                       "ticker message"]
+
+
 def test_a_recording_without_the_primary_symbol_says_which_symbol_is_traded(tmp_path):
     rec = tiny_recording(tmp_path / "session.txt")  # BTC only; the default primary is ETH/USDT
     out = tmp_path / "s.json"
