@@ -47,7 +47,7 @@ async def test_combined_stream_is_the_recording_verbatim(data_files):
         assert len(frames) > 100
         # The data is over: the exchange refuses new connections.
         with pytest.raises(OSError):
-            async with connect(url, open_timeout=2):
+            async with connect(url, open_timeout=30):
                 pass
 
 
@@ -162,7 +162,7 @@ async def test_stops_by_itself(data_files):
         await asyncio.wait_for(_drain(ws), 10)
     assert fx.pos < len(fx.stream)  # it stopped on its lifetime, well before the data ran out
     with pytest.raises(OSError):
-        async with connect(f"{fx.ws_url}/stream?streams=ethusdt@trade", open_timeout=2):
+        async with connect(f"{fx.ws_url}/stream?streams=ethusdt@trade", open_timeout=30):
             pass
     counts = defaultdict(int)
     for r in fx.stream:

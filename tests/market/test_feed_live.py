@@ -142,7 +142,7 @@ async def test_unreachable_exchange_says_so_keeps_retrying_then_recovers(data_fi
     session = live_session(cfg, models=False, ledger=Ledger.memory(), max_seconds=60)
     engine, driver = session.engine, session.live
     task = asyncio.create_task(driver.run())
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while len(driver.feed.delays) < 6 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     status = str(engine.feed_info["status"])
@@ -158,13 +158,13 @@ async def test_unreachable_exchange_says_so_keeps_retrying_then_recovers(data_fi
     # The exchange comes back on the same address: the desk connects and syncs by itself.
     async with FakeExchange(data_files, Scenario(window_s=10, speed=5), port=port):
         while not all(engine.symbols[s].book.state.value == "LIVE" for s in ("BTCUSDT", "ETHUSDT")):
-            assert time.monotonic() < deadline + 20, engine.feed_info["status"]
+            assert time.monotonic() < deadline + 120, engine.feed_info["status"]
             await asyncio.sleep(0.05)
         while not str(engine.feed_info["status"]).startswith("live on"):  # the next status tick
-            assert time.monotonic() < deadline + 25, engine.feed_info["status"]
+            assert time.monotonic() < deadline + 120, engine.feed_info["status"]
             await asyncio.sleep(0.05)
         driver.stop("test done")
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 60)
     assert driver.feed.counters.failed_connects >= 6
     assert driver.feed.counters.connects == 1
 

@@ -75,7 +75,7 @@ def scripted_desk(tmp_path: Path, *overrides: str, mode: str = "live") -> tuple[
     return DeskApp(cfg, port, driver), port, driver
 
 
-async def wait_for(pilot: Pilot[Any], cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+async def wait_for(pilot: Pilot[Any], cond: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
     """Wait for ``cond`` without assuming how fast this machine is."""
     deadline = time.monotonic() + timeout
     while not cond():

@@ -52,7 +52,7 @@ def make_desk(tmp_path: Path, files: list[Path], speed: float | None, *extra: st
     return DeskApp(cfg, engine, replay), engine, replay
 
 
-async def wait_for(pilot: Pilot, cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+async def wait_for(pilot: Pilot, cond: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -133,7 +133,7 @@ async def test_buy_then_sell_during_replay_closes_one_trade_with_realised_pnl(bt
         # The main chart shows the executed trades: one buy and one sell marker.
         chart = desk.query_one(PriceChart)
         await wait_for(pilot, lambda: "▲" in chart.last_plain and "▼" in chart.last_plain,
-                       "the fill markers on the main chart", timeout=10)
+                       "the fill markers on the main chart")
 
 
 async def test_key_spam_sends_one_order_per_press(btc_files, tmp_path):
@@ -220,7 +220,7 @@ async def test_toggle_keys_send_their_commands(btc_files, tmp_path):
         assert "PAUSED" in plain(header)
         await press(pilot, "space")
         assert engine.paused is False
-        await wait_for(pilot, lambda: engine.messages > frozen, "the replay to resume", timeout=5)
+        await wait_for(pilot, lambda: engine.messages > frozen, "the replay to resume")
 
 
 async def test_desk_renders_at_80x24_and_survives_resizes(btc_files, tmp_path):
@@ -270,7 +270,7 @@ async def test_quit_with_open_position_asks_first(btc_files, tmp_path):
         await press(pilot, "q")
         assert isinstance(app.screen, ConfirmQuit)
         await press(pilot, "y")
-        await wait_for(pilot, lambda: not app.is_running, "the app to exit", timeout=5)
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
     assert app.return_code == 0
 
 
@@ -279,7 +279,7 @@ async def test_quit_when_flat_does_not_ask(btc_files, tmp_path):
     async with app.run_test(size=WIDE) as pilot:
         await wait_for(pilot, lambda: book_live(engine), "the BTCUSDT book to be LIVE")
         await press(pilot, "q")
-        await wait_for(pilot, lambda: not app.is_running, "the app to exit", timeout=5)
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
     assert app.return_code == 0
 
 
@@ -311,13 +311,13 @@ async def test_replay_finished_keeps_the_desk_open_and_orders_still_apply(btc_fi
     # keeps moving with wall time, so the order still fills on the last book.
     app, engine, replay = make_desk(tmp_path, btc_files, None)
     async with app.run_test(size=WIDE) as pilot:
-        await wait_for(pilot, lambda: replay.done, "the replay to finish", timeout=40)
+        await wait_for(pilot, lambda: replay.done, "the replay to finish")
         await pilot.pause(0.3)
         assert app.is_running
         assert "replay finished" in plain(app.desk.query_one(Banner))
         assert "pause" not in app.desk.key_map(), "pause no longer applies"
         await press(pilot, "b")
-        await wait_for(pilot, lambda: orders_filled(engine) == 1, "the buy after the end to fill", timeout=5)
+        await wait_for(pilot, lambda: orders_filled(engine) == 1, "the buy after the end to fill")
 
 
 async def test_keys_follow_the_settings_keymap(btc_files, tmp_path):

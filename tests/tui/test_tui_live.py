@@ -27,7 +27,7 @@ def plain(widget) -> str:
     return content.plain if isinstance(content, Text) else str(content)
 
 
-async def wait_for(pilot, cond, what: str, timeout: float = 30.0) -> None:
+async def wait_for(pilot, cond, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -78,7 +78,7 @@ async def test_live_desk_shows_streams_then_a_lost_feed_as_not_live(btc_files, t
 
             # q (flat: no question) stops the feed the way it stops, then quits.
             await pilot.press("q")
-            await wait_for(pilot, lambda: not app.is_running, "the desk to quit", timeout=10)
+            await wait_for(pilot, lambda: not app.is_running, "the desk to quit")
         assert app.feed_worker is not None
         assert app.feed_worker.state is WorkerState.SUCCESS, app.feed_worker.state
         assert driver.stopped_because == "desk closed"
@@ -150,7 +150,7 @@ async def test_unreachable_exchange_offers_the_sample_replay_on_a_key(tmp_path):
     app = DeskApp(cfg, engine, driver)
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: str(engine.feed_info.get("status", "")).startswith("cannot reach"),
-                       "the feed to report the exchange unreachable", timeout=20)
+                       "the feed to report the exchange unreachable")
         await pilot.pause(0.3)
         assert "cannot reach" in plain(app.desk.query_one(DeskHeader)) + plain(app.desk.query_one(Banner))
         assert "sample_replay" in app.desk.key_map()
