@@ -119,10 +119,36 @@ def _live_options(p: argparse.ArgumentParser, sub: bool = False) -> None:
                    help="live: stop once the exchange has closed the stream and refuses a reconnect")
 
 
+class QuietFileHandler(logging.FileHandler):
+    """A log file that cannot be written (disk full, removed folder) costs one line on stderr,
+    not a traceback per record: the program carries on, the log just has a hole."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            exc = sys.exc_info()[1]
+            try:
+                print(f"tradedesk: cannot write the log {self.baseFilename} ({exc}); carrying on without it",
+                      file=sys.stderr)
+            except OSError:
+                pass
+
+
+class LogFileError(Exception):
+    """The log file cannot be opened: named, with the reason."""
+
+
 def setup_logging(cfg: Settings, log_file: str | None, headless: bool) -> Path:
     path = Path(log_file) if log_file else cfg.data_dir() / "logs" / "tradedesk.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers: list[logging.Handler] = [QuietFileHandler(path, encoding="utf-8")]
+    except (FileExistsError, NotADirectoryError):
+        raise LogFileError(f"log file {path}: a file stands where its folder should be") from None
+    except OSError as exc:
+        raise LogFileError(f"log file {path}: {exc.strerror or exc}") from None
     if headless:
         err = logging.StreamHandler(sys.stderr)
         err.setLevel(logging.WARNING)
@@ -155,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"tradedesk: bad settings: {exc}", file=sys.stderr)
         return 2
-    setup_logging(cfg, args.log_file, args.headless or args.command not in (None, "demo", "replay"))
+    try:
+        setup_logging(cfg, args.log_file, args.headless or args.command not in (None, "demo", "replay"))
+    except LogFileError as exc:
+        print(f"tradedesk: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "replay":
             return cmd_replay(args, cfg, [Path(p) for p in args.paths])

@@ -301,6 +301,11 @@ def _coerce(key: str, spec: Key, value: Any) -> Any:
     return out
 
 
+def _looks_secret(key: str) -> bool:
+    k = key.lower()
+    return any(w in k for w in ("secret", "api", "key", "token", "password", "passphrase"))
+
+
 def defaults() -> dict[str, dict[str, Any]]:
     return {s: {k: spec.default for k, spec in keys.items()} for s, keys in SCHEMA.items()}
 
@@ -315,7 +320,7 @@ def validate(raw: Mapping[str, Any], *, source: str, partial: bool = False) -> d
             raise SettingsError(f"{source}: [{section}] must be a table")
         for key, value in table.items():
             if key not in SCHEMA[section]:
-                hint = f" ({SECRET_HINT})" if "secret" in key or "api" in key else ""
+                hint = f" ({SECRET_HINT})" if _looks_secret(key) else ""
                 raise SettingsError(f"{source}: unknown key {section}.{key}{hint}")
             out[section][key] = _coerce(f"{section}.{key}", SCHEMA[section][key], value)
     if not partial:
@@ -351,6 +356,22 @@ def _cross_check(values: dict[str, dict[str, Any]], source: str) -> None:
         seen[key] = action
     for fn in _CHECKS:
         fn(values, source)
+
+
+@cross_check
+def _check_data_dir(values: dict[str, dict[str, Any]], source: str) -> None:
+    text = values["general"]["data_dir"]
+    if not text.strip():
+        raise SettingsError(f"{source}: general.data_dir is empty; expected a folder (default "
+                            f"{SCHEMA['general']['data_dir'].default!r}), not the current directory")
+    path = Path(os.path.expanduser(text))
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"{source}: general.data_dir = {text!r} is a file, expected a folder")
+    for parent in path.parents:  # a file further up would stop every folder below it being made
+        if parent.exists():
+            if not parent.is_dir():
+                raise SettingsError(f"{source}: general.data_dir = {text!r}: {parent} is a file, expected a folder")
+            break
 
 
 @cross_check
@@ -408,9 +429,13 @@ def apply_overrides(values: dict[str, dict[str, Any]], overrides: list[str]) -> 
         dotted, eq, text = item.partition("=")
         section, dot, key = dotted.strip().partition(".")
         if not eq or not dot:
-            raise SettingsError(f"--set {item!r}: expected section.key=value")
+            # Nothing is echoed: it may be a key pasted in the wrong place.
+            what = "no '='" if not eq else "no section before the key"
+            raise SettingsError(f"--set: expected section.key=value ({what}; the argument is not shown)")
         if section not in SCHEMA or key not in SCHEMA[section]:
-            raise SettingsError(f"--set {item!r}: unknown key {section}.{key}")
+            secret = _looks_secret(key)
+            hint = f" ({SECRET_HINT}; the value was not used and is not shown)" if secret else ""
+            raise SettingsError(f"--set {section}.{key}=...: unknown key {section}.{key}{hint}")
         values[section][key] = _coerce(dotted.strip(), SCHEMA[section][key], _parse_override_value(text.strip()))
     _cross_check(values, "--set")
 
@@ -429,6 +454,34 @@ def find_config(explicit: str | None) -> Path | None:
     return None
 
 
+#: A settings file is a few kilobytes; anything much larger is not one (``/dev/zero``, a log).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: Path) -> str:
+    """The text of a settings file: a regular file of at most MAX_CONFIG_BYTES, else SettingsError."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise SettingsError(f"settings file {path}: cannot read it ({exc.strerror or exc})") from None
+    import stat as _stat
+
+    if _stat.S_ISDIR(st.st_mode):
+        raise SettingsError(f"settings file {path}: is a directory, expected a TOML file")
+    if not _stat.S_ISREG(st.st_mode):
+        raise SettingsError(f"settings file {path}: not a regular file (a device or pipe?), expected a TOML file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"settings file {path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise SettingsError(f"settings file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not a settings file")
+    return data.decode("utf-8")
+
+
 def load(path: str | Path | None = None, overrides: list[str] | None = None, *, search: bool = True) -> Settings:
     """Load settings: ``path``, else ./settings.toml, else the user config, else defaults."""
     found = find_config(str(path) if path else None) if (path or search) else None
@@ -440,7 +493,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, *, 
         source = "built-in defaults"
     else:
         try:
-            raw = tomllib.loads(found.read_text(encoding="utf-8"))
+            raw = tomllib.loads(_read_config(found))
         except FileNotFoundError:
             raise SettingsError(f"settings file not found: {found}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -141,6 +141,10 @@ def check_recordings(paths: list[Path]) -> list[RecordingInfo]:
     return [check_recording(p) for p in paths]
 
 
+#: The largest receive stamp a line may carry: ns since 1970 up to the year 2262 (int64).
+MAX_STAMP_NS = (1 << 63) - 1
+
+
 def _lines(paths: list[Path], source: int, counters: dict[str, int]) -> Iterator[CaptureLine]:
     for path in paths:
         try:
@@ -158,8 +162,12 @@ def _lines(paths: list[Path], source: int, counters: dict[str, int]) -> Iterator
                     if not sep or not stamp.isdigit():
                         counters["bad_line"] = counters.get("bad_line", 0) + 1
                         continue
+                    ts = int(stamp) if len(stamp) <= 19 else MAX_STAMP_NS + 1
+                    if ts > MAX_STAMP_NS:  # not a nanosecond time (and no SQLite INTEGER would hold it)
+                        counters["bad_stamp"] = counters.get("bad_stamp", 0) + 1
+                        continue
                     n += 1
-                    yield CaptureLine(int(stamp), payload, source)
+                    yield CaptureLine(ts, payload, source)
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
                 # A truncated recording (the recorder was killed) keeps what was read.
                 counters["truncated_files"] = counters.get("truncated_files", 0) + 1
