@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -125,15 +126,13 @@ class QuietFileHandler(logging.FileHandler):
 
     failed = False
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         if not self.failed:
             self.failed = True
             exc = sys.exc_info()[1]
-            try:
+            with contextlib.suppress(OSError):
                 print(f"tradedesk: cannot write the log {self.baseFilename} ({exc}); carrying on without it",
                       file=sys.stderr)
-            except OSError:
-                pass
 
 
 class LogFileError(Exception):
