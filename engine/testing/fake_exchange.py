@@ -10,7 +10,11 @@ It serves, on one port, what the live desk talks to:
   timeline (recorded snapshot plus every diff published so far), ``lastUpdateId`` and all;
 - ``/api/v3/klines``: klines aggregated from the recorded trades up to now (the last one
   is the bar in progress, as on Binance);
-- ``/api/v3/exchangeInfo``, ``/api/v3/ping``, ``/api/v3/time``.
+- ``/api/v3/exchangeInfo``, ``/api/v3/ping``, ``/api/v3/time``;
+- the signed spot endpoints ccxt's ``binance`` class trades through (``/api/v3/account``,
+  ``/api/v3/order`` POST/GET/DELETE, ``openOrders``, ``myTrades``): an account with the key
+  pair given as ``api_key``/``api_secret``, orders filled against this book
+  (:mod:`engine.testing.fake_spot_api`; ``Scenario.auth_fail`` refuses every key).
 
 The recording plays as one exchange timeline: while no client is subscribed the timeline
 holds; ``lost_on_reconnect`` frames pass unseen while a client is away. A seeded
@@ -41,6 +45,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from engine.market.capture import merged_lines
+from engine.testing.fake_spot_api import Faults, SpotAccount
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ class Scenario:
     depth_5xx: int = 0  # then N depth requests: 503
     stale_snapshots: int = 0  # then N depth requests: the oldest snapshot (cannot be joined)
     klines_fail: tuple[str, ...] = ()  # intervals whose klines requests get a 500
+    auth_fail: bool = False  # every signed (account/order) request: 401 {"code":-2015} (wrong keys)
     ping_interval_s: float = 0.0  # server pings like Binance (every 20 s there); 0 = none
     close_at_end: bool = True
     lifetime_s: float = 300.0
@@ -218,7 +224,7 @@ class FakeExchange:
     """``async with FakeExchange(paths, Scenario(...)) as fx:`` → ``fx.ws_url``, ``fx.rest_url``."""
 
     def __init__(self, paths: list[Path], scenario: Scenario | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, api_key: str | None = None, api_secret: str | None = None) -> None:
         self.scenario = sc = scenario or Scenario()
         self.host = host
         self.port = port
@@ -236,6 +242,9 @@ class FakeExchange:
             self.last_update_id[sym] = snap["lastUpdateId"]
         self.filters = {k: dict(v) for k, v in EXCHANGE_INFO.items()}  # what exchangeInfo says (tests may edit)
         self.trades: dict[str, list[tuple[int, Decimal, Decimal, bool]]] = defaultdict(list)
+        #: The spot account behind the signed endpoints (tests read its orders, fills, requests).
+        self.account = SpotAccount(self.books.get, self._tradable, api_key, api_secret,
+                                   faults=Faults(auth=sc.auth_fail))
         for rec in self.history:
             self._apply(rec)
         self.pos = 0
@@ -294,7 +303,8 @@ class FakeExchange:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._dispatch)
+        for method in ("GET", "POST", "DELETE"):
+            app.router.add_route(method, "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.host, self.port)
@@ -304,6 +314,17 @@ class FakeExchange:
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self._tasks.append(asyncio.create_task(self._publish(), name="fake:publish"))
         self._tasks.append(asyncio.create_task(self._lifetime(), name="fake:lifetime"))
+
+    def open_connections(self) -> int:
+        """HTTP and websocket connections open on the server now (clients that closed their
+        sessions leave none behind)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
+    def _tradable(self, symbol: str) -> dict[str, str] | None:
+        if symbol not in self.books or symbol not in self.filters:
+            return None
+        return {"quote": "USDT", **self.filters[symbol]}
 
     async def stop_listening(self) -> None:
         """New connections are refused from now on; open ones stay."""
@@ -349,7 +370,9 @@ class FakeExchange:
                         side[p] = q
             self.last_update_id[rec.symbol] = obj["u"]
         elif rec.kind == "trade" and obj is not None:
-            self.trades[rec.symbol].append((obj["T"], Decimal(obj["p"]), Decimal(obj["q"]), obj["m"]))
+            price, qty = Decimal(obj["p"]), Decimal(obj["q"])
+            self.trades[rec.symbol].append((obj["T"], price, qty, obj["m"]))
+            self.account.on_trade(rec.symbol, price, qty)
 
     async def _publish(self) -> None:
         sc = self.scenario
@@ -489,6 +512,11 @@ class FakeExchange:
             return await self._websocket(request, True, streams)
         if path == "/ws" or "/ws/" in path or path.endswith("/ws"):
             return await self._websocket(request, False, set())
+        if self.account.handles(request.method, path):
+            arrived = time.monotonic()
+            resp = await self.account.handle(request)
+            self.stats.rest.append((arrived, path, resp.status))
+            return resp
         handler = {
             "/api/v3/depth": self._depth,
             "/api/v3/klines": self._klines,
