@@ -76,7 +76,8 @@ def live_executor(cfg: Settings, *, env: Mapping[str, str] | None = None, exchan
     """Real orders through ccxt, keys from the environment (raises MissingCredentials without them)."""
     from engine.execution.live_executor import build_live_executor  # imports ccxt: only when asked
 
-    return build_live_executor(cfg.live, env=env, exchange_factory=exchange_factory)
+    return build_live_executor(cfg.live, env=env, exchange_factory=exchange_factory,
+                               start_retry_s=cfg.exchange.backoff_base_s)
 
 
 def build_engine(cfg: Settings, *, mode: str = "replay", clock: Clock | None = None, ledger: Ledger | None = None,

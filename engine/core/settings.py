@@ -174,6 +174,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout_ms": _k("int", 10000, "ccxt request timeout; a timed-out order is UNKNOWN until resolved by its client id", lo=100, hi=120000),
         "resolve_attempts": _k("int", 5, "queries by client order id before an unknown order counts as never placed", lo=1, hi=100),
         "resolve_delay_ms": _k("int", 1000, "wait before each query of an unknown order", lo=0, hi=60000),
+        "rest_url": _k("str", "", "REST base URL live orders go to, e.g. http://127.0.0.1:8080 for a local fake exchange; empty = ccxt's own address for live.exchange (Binance's testnet with live.sandbox, https://api.binance.com without)"),
+        "start_attempts": _k("int", 3, "attempts to connect the live executor (markets, then the balance, which proves the keys) before live trading halts; refused keys halt at once", lo=1, hi=20),
     },
     "trading": {
         "order_notional": _k("decimal", "100", "size of one manual or automatic order, in quote (USDT)", lo=0, lo_open=True),
@@ -415,6 +417,25 @@ def _check_exchange(values: dict[str, dict[str, Any]], source: str) -> None:
     for v in ex["extra_venues"]:
         if not v.isidentifier() or v != v.lower():
             raise SettingsError(f"{source}: exchange.extra_venues: {v!r} is not a ccxt exchange id (lower case, e.g. \"okx\")")
+
+
+@cross_check
+def _check_live(values: dict[str, dict[str, Any]], source: str) -> None:
+    from urllib.parse import urlsplit
+
+    url = values["live"]["rest_url"]
+    if not url:
+        return
+    try:
+        u = urlsplit(url)
+        _ = u.port  # raises on a bad port
+    except ValueError:
+        u = None
+    if u is not None and (u.username is not None or u.password is not None):
+        raise SettingsError(f"{source}: live.rest_url must not carry credentials ({SECRET_HINT})")  # never echoed
+    if u is None or u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment:
+        raise SettingsError(f"{source}: live.rest_url = {url!r}: expected an http:// or https:// base URL "
+                            "(e.g. http://127.0.0.1:8080), or \"\" for ccxt's own address")
 
 
 def _parse_override_value(text: str) -> Any:

@@ -123,6 +123,8 @@ class ExecutorPorts:
     on_report: Callable[[ExecReport], None]  # reports that arrive outside submit/poll/on_trade
     now_ns: Callable[[], int]  # the engine's clock, to stamp those reports
     book_of: Callable[[str], SyncedBook | None]  # the engine's synced book of a symbol
+    # (error class, reason): the venue stopped trading by itself (refused keys, no start); None: not heard
+    on_halt: Callable[[str, str], None] | None = None
 
 
 class Executor(Protocol):

@@ -17,7 +17,19 @@
   rejected without a request.
 - Authentication errors halt live trading (the engine's risk gate turns the report's
   ``error`` into HALTED with a message naming the environment variables, never values).
-- Sandbox/testnet through ccxt's ``set_sandbox_mode(True)`` (``live.sandbox``).
+  Binance's -2015/-2014/-1022 count as authentication errors whatever class ccxt gives
+  them (after a first signed success ccxt reports -2015 as ``DDoSProtection``).
+- Start (one attempt): create the ccxt client, ``load_markets`` (spot markets only, no
+  margin or currency calls), then ``fetch_balance``, the first signed request, which proves
+  the keys. An attempt that fails closes the client (``await exchange.close()``: no aiohttp
+  session is left behind). The desk starts in the background (``poll``) with at most
+  ``start_attempts`` attempts, ``start_retry_s`` apart and doubling; an authentication
+  error is never retried. Refused keys, a client that cannot be built, or attempts spent:
+  live trading is halted through ``ExecutorPorts.on_halt`` (the engine's trading state
+  turns HALTED with that one message), and nothing more is sent.
+- Sandbox/testnet through ccxt's ``set_sandbox_mode(True)`` (``live.sandbox``); ``rest_url``
+  (``live.rest_url``) points every REST endpoint of the client at another server (a local
+  fake exchange), keeping their paths.
 """
 
 from __future__ import annotations
@@ -28,8 +40,10 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import ccxt
+import ccxt.async_support as ccxt_async
 
 from engine.core import failpoints
 from engine.core.events import NS_PER_MS, OrderFilled, Side, Trade
@@ -42,7 +56,32 @@ log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 AUTH_ERRORS = (ccxt.AuthenticationError,)  # PermissionDenied, AccountSuspended... are subclasses
 RATE_ERRORS = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
+#: Binance codes that mean the key pair is refused (invalid or revoked key, bad signature).
+AUTH_CODES = ('"code":-2015', '"code":-2014', '"code":-1022')
 MAX_BACKOFF_S = 60.0
+#: Spot trading needs the spot markets only: no futures exchangeInfo, no signed currency or margin calls.
+CCXT_OPTIONS: dict[str, Any] = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
+
+
+class VenueUnavailable(RuntimeError):
+    """The live executor is not started and will not be (halted, or its start attempts are spent)."""
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """The exchange refused the credentials (by ccxt's class, or by Binance's code in the answer)."""
+    if isinstance(exc, AUTH_ERRORS):
+        return True
+    return isinstance(exc, ccxt.BaseError) and any(c in str(exc).replace(" ", "") for c in AUTH_CODES)
+
+
+def point_at(urls: Any, base: str) -> Any:
+    """ccxt's ``urls['api']`` with every address moved to ``base`` (scheme, host and port; paths kept)."""
+    if isinstance(urls, str):
+        u = urlsplit(urls)
+        return base.rstrip("/") + u.path + (f"?{u.query}" if u.query else "")
+    if isinstance(urls, dict):
+        return {k: point_at(v, base) for k, v in urls.items()}
+    return urls
 
 
 def _dec(x: Any) -> Decimal | None:
@@ -75,16 +114,24 @@ class LiveExecutor:
         resolve_delay_s: float = 1.0,
         exchange_factory: Callable[[dict[str, Any]], Any] | None = None,
         now_ns: Callable[[], int] = time.time_ns,
+        rest_url: str = "",
+        start_attempts: int = 3,
+        start_retry_s: float = 1.0,
     ) -> None:
         self.exchange_id = exchange_id
         self.sandbox = sandbox
         self.timeout_ms = timeout_ms
         self.resolve_attempts = resolve_attempts
         self.resolve_delay_s = resolve_delay_s
+        self.rest_url = rest_url
+        self.start_attempts = start_attempts
+        self.start_retry_s = start_retry_s
+        self.start_attempts_made = 0
         self._credentials = credentials
         self._factory = exchange_factory
         self.now_ns = now_ns
         self.on_report: Callable[[ExecReport], None] | None = None
+        self.on_halt: Callable[[str, str], None] | None = None
         self.confirmation_phrase = f"LIVE {exchange_id.upper()}" + (" TESTNET" if sandbox else "")
         self.exchange: Any = None
         self._start_lock: asyncio.Lock | None = None
@@ -107,40 +154,111 @@ class LiveExecutor:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Create the ccxt client, load markets, and resolve orders left unknown by the last run."""
+        """One start attempt: create the ccxt client, load markets, read the balance (the first
+        signed request: it proves the keys), then resolve orders left unknown by the last run.
+
+        Raises on failure, after closing the client; refused keys halt live trading first.
+        """
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
             if self.started:
                 return
-            config = {"enableRateLimit": True, "timeout": self.timeout_ms, **self._credentials.ccxt_config()}
-            if self._factory is not None:
-                self.exchange = self._factory(config)
-            else:
-                self.exchange = getattr(ccxt.async_support, self.exchange_id)(config)
-            del config  # the only other holder of the values; gone before any await can fail
-            if self.sandbox:
-                self.exchange.set_sandbox_mode(True)
+            if self.halted:
+                raise VenueUnavailable(f"live trading halted: {self.halted}")
+            self.start_attempts_made += 1
             try:
+                self.exchange = self._new_exchange()
                 await self._call("load_markets")
+                self.balances = _free_balances(await self._call("fetch_balance"))
             except Exception as exc:
                 self.start_error = _err(exc)
-                log.error("live executor could not start: %s", self.start_error)
-                if isinstance(exc, AUTH_ERRORS):
-                    self.halted = self.start_error
+                await self._discard_exchange()
+                if is_auth_error(exc):
+                    self._halt(f"the exchange refused the API credentials at start ({self.start_error})", auth=True)
+                elif not isinstance(exc, ccxt.BaseError):  # a bad exchange id, a broken client: retrying cannot help
+                    self._halt(f"the live executor cannot start ({self.start_error})")
                 raise
             self.started = True
-            await self.refresh_balance()
+            self.start_error = ""
             pending, self._to_resolve = self._to_resolve, []
             for oo in pending:
                 self._spawn(self._resolve(oo.request))
+
+    def _new_exchange(self) -> Any:
+        config: dict[str, Any] = {"enableRateLimit": True, "timeout": self.timeout_ms,
+                                  "options": {k: (dict(v) if isinstance(v, dict) else v) for k, v in CCXT_OPTIONS.items()},
+                                  **self._credentials.ccxt_config()}
+        try:
+            if self._factory is not None:
+                exchange = self._factory(config)
+            else:
+                exchange = getattr(ccxt_async, self.exchange_id)(config)
+        finally:
+            del config  # the only other holder of the values; gone before any await can fail
+        if self.sandbox:
+            exchange.set_sandbox_mode(True)
+        if self.rest_url:
+            exchange.urls["api"] = point_at(exchange.urls.get("api"), self.rest_url)
+        return exchange
+
+    async def _discard_exchange(self) -> None:
+        """Close the client of a failed start: its aiohttp session must not outlive it."""
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            try:
+                await exchange.close()
+            except Exception as exc:
+                log.warning("closing the exchange client failed: %s", _err(exc))
+
+    def _halt(self, reason: str, *, auth: bool = False) -> None:
+        """Stop live trading for this process: nothing more is sent; the engine hears it once."""
+        if self.halted:
+            return
+        self.halted = redact(reason)
+        if self.on_halt is not None:
+            self.on_halt("AuthenticationError" if auth else "VenueUnavailable", self.halted)
+        else:
+            log.error("live trading halted: %s", self.halted)
+
+    async def _start_in_background(self) -> None:
+        """At most ``start_attempts`` starts, ``start_retry_s`` apart and doubling; then halt."""
+        delay = self.start_retry_s
+        for attempt in range(1, self.start_attempts + 1):
+            try:
+                await self.start()
+                return
+            except Exception:  # start() recorded why (and halted on refused keys)
+                if self.halted:
+                    return
+            if attempt == self.start_attempts:
+                self._halt(f"could not start the live executor in {attempt} attempts (last: {self.start_error}); "
+                           "live orders are off until tradedesk is restarted")
+                return
+            log.warning("live executor: start attempt %d of %d failed (%s); next in %.3g s",
+                        attempt, self.start_attempts, self.start_error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def _ready(self) -> None:
+        """Wait until started (the background start, bounded); raise VenueUnavailable if it will not be."""
+        if self.started:
+            return
+        if self.halted:
+            raise VenueUnavailable(f"live trading halted: {self.halted}")
+        self._ensure_started()
+        task = self._start_task
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.wait({task})
+        if not self.started:
+            raise VenueUnavailable(self.halted or self.start_error or "the live executor did not start")
 
     async def close(self) -> None:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.exchange is not None:
-            await self.exchange.close()
+        await self._discard_exchange()
+        self.started = False
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -154,19 +272,14 @@ class LiveExecutor:
             log.error("live executor task failed: %s", _err(task.exception()))  # type: ignore[arg-type]
 
     def _ensure_started(self) -> None:
-        if self.started or self._start_task is not None:
+        """Start in the background, once per process (its attempts are bounded)."""
+        if self.started or self.halted or self._start_task is not None:
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._start_task = self._spawn(self._start_quietly())
-
-    async def _start_quietly(self) -> None:
-        try:
-            await self.start()
-        except Exception:  # logged in start(); orders then fail with start_error
-            self._start_task = None
+        self._start_task = self._spawn(self._start_in_background())
 
     # ------------------------------------------------------------------ requests
 
@@ -178,8 +291,9 @@ class LiveExecutor:
         self.requests += 1
         try:
             result = await getattr(self.exchange, method)(*args, **kwargs)
-        except RATE_ERRORS:
-            self._block()
+        except RATE_ERRORS as exc:
+            if not is_auth_error(exc):
+                self._block()
             raise
         self._backoff = 1.0
         return result
@@ -207,6 +321,7 @@ class LiveExecutor:
 
     def bind(self, ports: ExecutorPorts) -> None:
         self.on_report = ports.on_report
+        self.on_halt = ports.on_halt
         self.now_ns = ports.now_ns  # reports are stamped on the engine's clock
 
     def submit(self, order: OrderRequest, now: int) -> list[ExecReport]:
@@ -252,8 +367,7 @@ class LiveExecutor:
 
     async def _place(self, o: OrderRequest) -> None:
         try:
-            if not self.started:
-                await self.start()
+            await self._ready()
         except Exception as exc:
             self._emit(ExecReport(o.client_id, OrderState.REJECTED, self.now_ns(),
                                   reason=f"exchange unavailable: {_err(exc)}", error=type(exc).__name__))
@@ -264,27 +378,29 @@ class LiveExecutor:
         try:
             resp = await self._call("create_order", market, kind, o.side.value.lower(), float(o.qty), price,
                                     {"clientOrderId": o.client_id})
-        except AUTH_ERRORS as exc:
+        except ccxt.BaseError as exc:
+            if not is_auth_error(exc):
+                await self._refused(o, exc)
+                return
             self.halted = f"the exchange refused the API credentials ({type(exc).__name__})"
             self._emit(ExecReport(o.client_id, OrderState.REJECTED, self.now_ns(), reason=_err(exc),
-                                  error=type(exc).__name__))
-            return
-        except RATE_ERRORS as exc:
-            # A 429/418 is an answer: the order was refused, not placed.
-            self._emit(ExecReport(o.client_id, OrderState.REJECTED, self.now_ns(), reason=f"rate limited: {_err(exc)}",
-                                  error=type(exc).__name__))
-            return
-        except ccxt.NetworkError as exc:  # timeout, connection reset, 5xx: it may or may not be there
-            self._emit(ExecReport(o.client_id, OrderState.UNKNOWN, self.now_ns(), reason=_err(exc),
-                                  error=type(exc).__name__))
-            await self._resolve(o)
-            return
-        except ccxt.BaseError as exc:  # InvalidOrder, InsufficientFunds, BadSymbol...: refused
-            self._emit(ExecReport(o.client_id, OrderState.REJECTED, self.now_ns(), reason=_err(exc),
-                                  error=type(exc).__name__))
+                                  error="AuthenticationError"))
             return
         failpoints.hit("after_send")
         await self._report_order(o, resp)
+
+    async def _refused(self, o: OrderRequest, exc: ccxt.BaseError) -> None:
+        """create_order raised something other than an authentication error: classify it."""
+        if isinstance(exc, RATE_ERRORS):  # a 429/418 is an answer: the order was refused, not placed
+            self._emit(ExecReport(o.client_id, OrderState.REJECTED, self.now_ns(), reason=f"rate limited: {_err(exc)}",
+                                  error=type(exc).__name__))
+        elif isinstance(exc, ccxt.NetworkError):  # timeout, connection reset, 5xx: it may or may not be there
+            self._emit(ExecReport(o.client_id, OrderState.UNKNOWN, self.now_ns(), reason=_err(exc),
+                                  error=type(exc).__name__))
+            await self._resolve(o)
+        else:  # InvalidOrder, InsufficientFunds, BadSymbol...: refused
+            self._emit(ExecReport(o.client_id, OrderState.REJECTED, self.now_ns(), reason=_err(exc),
+                                  error=type(exc).__name__))
 
     async def _resolve(self, o: OrderRequest) -> None:
         """Find out what happened to an order by its client id; never resend it."""
@@ -296,8 +412,10 @@ class LiveExecutor:
             attempt += 1
             await asyncio.sleep(delay)
             try:
-                if not self.started:
-                    await self.start()
+                await self._ready()
+            except VenueUnavailable:
+                return  # halted: the order stays UNKNOWN (and the engine refuses new ones) until a restart
+            try:
                 resp = await self._call("fetch_order", None, market, {"clientOrderId": o.client_id})
             except ccxt.OrderNotFound:
                 not_found += 1
@@ -307,12 +425,12 @@ class LiveExecutor:
                                                  "never placed (not resent)"))
                     return
                 continue
-            except AUTH_ERRORS as exc:
-                self.halted = f"the exchange refused the API credentials ({type(exc).__name__})"
-                self._emit(ExecReport(o.client_id, OrderState.UNKNOWN, self.now_ns(), reason=_err(exc),
-                                      error=type(exc).__name__))
-                return
             except ccxt.BaseError as exc:  # network trouble or rate limit: still unknown, keep asking
+                if is_auth_error(exc):
+                    self.halted = f"the exchange refused the API credentials ({type(exc).__name__})"
+                    self._emit(ExecReport(o.client_id, OrderState.UNKNOWN, self.now_ns(), reason=_err(exc),
+                                          error="AuthenticationError"))
+                    return
                 log.warning("resolving %s (attempt %d): %s", o.client_id, attempt, _err(exc))
                 delay = min(max(delay, 0.05) * 2, MAX_BACKOFF_S)
                 continue
@@ -394,8 +512,7 @@ class LiveExecutor:
         except ccxt.BaseError as exc:
             log.warning("balance unavailable: %s", _err(exc))
             return
-        free = bal.get("free") or {}
-        self.balances = {str(k): d for k, v in free.items() if (d := _dec(v)) is not None}
+        self.balances = _free_balances(bal)
 
     def _fill(self, o: OrderRequest, t: dict[str, Any]) -> OrderFilled | None:
         qty, price = _dec(t.get("amount")), _dec(t.get("price"))
@@ -419,11 +536,18 @@ class LiveExecutor:
         return OrderFilled(o.client_id, f"{self.exchange_id}:{t['id']}", o.symbol, side, qty, price, fee, ts_ns, liq)
 
 
-def build_live_executor(live_cfg: Any, env: Any = None, exchange_factory: Any = None) -> LiveExecutor:
+def _free_balances(bal: dict[str, Any]) -> dict[str, Decimal]:
+    free = bal.get("free") or {}
+    return {str(k): d for k, v in free.items() if (d := _dec(v)) is not None}
+
+
+def build_live_executor(live_cfg: Any, env: Any = None, exchange_factory: Any = None,
+                        start_retry_s: float = 1.0) -> LiveExecutor:
     """A live executor from the ``[live]`` settings and the environment's API keys."""
     creds = load_credentials(env)
     return LiveExecutor(
         live_cfg.exchange, creds, sandbox=live_cfg.sandbox, timeout_ms=live_cfg.timeout_ms,
         resolve_attempts=live_cfg.resolve_attempts, resolve_delay_s=live_cfg.resolve_delay_ms / 1000,
-        exchange_factory=exchange_factory,
+        exchange_factory=exchange_factory, rest_url=live_cfg.rest_url, start_attempts=live_cfg.start_attempts,
+        start_retry_s=start_retry_s,
     )

@@ -57,6 +57,7 @@ from engine.execution.risk import (
     CAUSE_AUTH,
     CAUSE_LEDGER,
     CAUSE_PANIC,
+    CAUSE_VENUE,
     Denial,
     OrderCheck,
     RiskGate,
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 DAY_NS = 86_400 * NS_PER_S
+AUTH_ERROR_NAMES = ("AuthenticationError", "PermissionDenied", "AccountSuspended", "AccountNotEnabled")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class OrderManager:
         self.executor: Executor = executor
         # Reports are stamped on the engine's clock; paper fills walk the engine's books.
         executor.bind(ExecutorPorts(on_report=self._on_async_report, now_ns=ports.now_ns,
-                                    book_of=self._book_of))
+                                    book_of=self._book_of, on_halt=self._on_venue_halt))
         self.live = executor.name == "live"
         # Spot live accounts cannot short; paper shorts only if paper.allow_short.
         self.allow_short = bool(s.paper.allow_short) and not self.live
@@ -334,6 +336,18 @@ class OrderManager:
         finally:
             self._watch()
 
+    def _on_venue_halt(self, error: str, reason: str) -> None:
+        """The venue stopped trading by itself (keys refused at start, start attempts spent):
+        HALTED, with this one message (the state change is what is logged and shown)."""
+        self.errors += 1
+        now = self._now()
+        if error in AUTH_ERROR_NAMES:
+            self.risk.set_cause(CAUSE_AUTH, TradingState.HALTED,
+                                f"{redact(reason)}; live trading halted - check TRADEDESK_API_KEY / "
+                                "TRADEDESK_API_SECRET and restart", now)
+        else:
+            self.risk.set_cause(CAUSE_VENUE, TradingState.HALTED, redact(reason), now)
+
     def handle(self, rep: ExecReport) -> None:
         """Journal a venue report, apply its new fills once, then publish."""
         oo = self.open.get(rep.client_id)
@@ -380,7 +394,7 @@ class OrderManager:
         self._report_log(oo, rep, state, new, events, detail)
         if state is OrderState.REJECTED or rep.error:
             self.errors += 1
-            if rep.error in ("AuthenticationError", "PermissionDenied", "AccountSuspended", "AccountNotEnabled"):
+            if rep.error in AUTH_ERROR_NAMES:
                 self.risk.set_cause(CAUSE_AUTH, TradingState.HALTED,
                                     f"exchange refused the API credentials ({rep.error}); live trading halted - "
                                     "check TRADEDESK_API_KEY / TRADEDESK_API_SECRET", rep.ts)

@@ -11,8 +11,9 @@ Trading states, worst cause wins:
   loss reaches ``risk.max_daily_loss`` (until the next UTC day) or a traded book goes
   STALE (until it is LIVE again).
 - ``HALTED``: nothing but the panic flatten. Entered by the panic key, by
-  ``risk.max_consecutive_errors`` order errors in a row, or by an exchange
-  authentication error; left only by an explicit resume.
+  ``risk.max_consecutive_errors`` order errors in a row, by an exchange
+  authentication error, or by a live venue that could not start; left only by an
+  explicit resume. A failing ledger also halts, until its writes succeed again.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ _SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALT
 CAUSE_PANIC = "panic"
 CAUSE_ERRORS = "errors"
 CAUSE_AUTH = "auth"
+CAUSE_VENUE = "venue"  # the live executor could not start (its bounded attempts are spent)
 CAUSE_LEDGER = "ledger"
 CAUSE_DAILY_LOSS = "daily_loss"
 CAUSE_STALE = "stale"
-STICKY = frozenset({CAUSE_PANIC, CAUSE_ERRORS, CAUSE_AUTH})
+STICKY = frozenset({CAUSE_PANIC, CAUSE_ERRORS, CAUSE_AUTH, CAUSE_VENUE})
 
 
 @dataclass(frozen=True, slots=True)
