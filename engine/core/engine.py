@@ -414,6 +414,11 @@ class Engine:
         self.signals[ev.model] = self.signals.get(ev.model, 0) + 1
         self.ledger.record_signal(ev)
 
+    def working_order(self, symbol: str, reason: str = "auto") -> str | None:
+        """The client id of a ``reason`` order for ``symbol`` still working, if any (the
+        decision code sends no new automatic order for a symbol while one is)."""
+        return self.orders.working(symbol, reason)
+
     def _on_trading_state(self, ev: TradingStateChanged) -> None:
         if ev.state == "HALTED":
             self.auto_trade = False  # a halt stops automatic trading until the user turns it back on

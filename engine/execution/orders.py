@@ -159,6 +159,14 @@ class OrderManager:
         touch = st.book.best_ask() if side is Side.BUY else st.book.best_bid()
         return touch or st.book.mid() or st.last_price
 
+    def working(self, symbol: str, reason: str) -> str | None:
+        """The client id of an order for ``symbol`` sent for ``reason`` (e.g. "auto") that is
+        still working (sent, resting or unknown, not yet filled, canceled or rejected)."""
+        for cid, o in self.open.items():
+            if o.request.symbol == symbol and o.request.reason == reason:
+                return cid
+        return None
+
     def equity(self) -> Decimal:
         eq = self.cash
         marks = self.ports.marks()

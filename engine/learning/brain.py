@@ -96,6 +96,7 @@ class BrainCounters:
     executed: int = 0
     not_live_skips: int = 0
     no_model_skips: int = 0
+    working_skips: int = 0  # actionable decisions not sent: an automatic order for the symbol was still working
     refused: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     training_jobs: int = 0
@@ -268,6 +269,7 @@ class Brain:
             "decisions_executed": c.executed,
             "decisions_skipped_not_live": c.not_live_skips,
             "decisions_skipped_no_model": c.no_model_skips,
+            "decisions_skipped_order_working": c.working_skips,
             "predictions_refused": dict(c.refused),
             "model_failures": dict(c.failures),
             "cnn_warming_up": warming,
@@ -449,6 +451,11 @@ class Brain:
                 why_not = "auto-trading off"
             elif engine.trading_state != "ACTIVE" and action != "CLOSE":
                 why_not = f"trading {engine.trading_state}"
+            elif (working := engine.working_order(st.symbol, "auto")) is not None:
+                # One automatic order per symbol at a time: the position it is meant to change
+                # is not known until it resolves (paper latency, a slow exchange).
+                why_not = f"automatic order {working} still working"
+                self.counters.working_skips += 1
             else:
                 executed, why_not = self._execute(st, action, did, fused.contributions, inputs, fresh, note)
         if ctx is not None and pos is not None:

@@ -1,0 +1,58 @@
+"""Automatic trading and the order path: one automatic order per symbol at a time (paper
+latency longer than the decision interval used to stack them), and automatic trading
+restored when a ledger-failure halt clears (a headless run has no key to turn it back on)."""
+
+from __future__ import annotations
+
+import itertools
+
+from engine.core.events import DecisionMade
+from engine.kernel import attach_models
+from engine.learning.host import ModelStore
+from tests.support.config import settings_for
+from tests.support.scorecard import record
+from tests.support.scripted_market import make_engine
+
+BIDS = [("1999.50", "5"), ("1999.00", "10")]
+ASKS = [("2000.00", "5"), ("2000.50", "10")]
+
+#: The DQN alone, fresh, every decision actionable while flat (score >= 0 opens a long,
+#: anything below opens a short), no exploration, nothing saved, no side learners.
+AUTO = ['models.enabled=["dqn"]', "models.load_checkpoints=false", "models.save_checkpoints=false",
+        "fusion.open_threshold=0", "fusion.close_threshold=0", "fusion.explore_rate=0",
+        "learning.shadow_positions=false", "learning.probe_every_s=0", "learning.online_perfect_moves=false",
+        "models.decision_interval_ms=1000"]
+
+
+def test_one_automatic_order_at_a_time_while_paper_latency_exceeds_the_decision_interval(tmp_path):
+    cfg = settings_for(tmp_path / "data", *AUTO, "paper.latency_ms=4500")
+    engine, mkt = make_engine(cfg)
+    attach_models(engine, cfg, deterministic=True, store=ModelStore(None, None))
+    decisions: list[DecisionMade] = []
+    engine.bus.on(DecisionMade, decisions.append)
+    mkt.start(BIDS, ASKS)
+    working_at_decision = []
+    for i in range(160):  # 16 s of market time, a message every 100 ms
+        if i % 2:
+            mkt.trade("2000.00" if i % 4 == 1 else "1999.50", "0.01", buyer_is_maker=i % 4 != 1, ms=100)
+        else:
+            mkt.idle(100)
+        if decisions and len(working_at_decision) < len(decisions):
+            working_at_decision.append(sum(1 for o in engine.orders.open.values() if o.request.reason == "auto"))
+    engine.brain.close(save=False)
+    rows = engine.ledger.query("SELECT seq, reason, state, created_ns, updated_ns, qty FROM orders ORDER BY seq")
+    auto = [r for r in rows if r[1] == "auto"]
+    assert len(decisions) >= 12
+    # the first decision sends an order; the next four come while it is on its way and send none
+    assert auto, rows
+    assert max(working_at_decision) == 1
+    for prev, nxt in itertools.pairwise(auto):
+        assert prev[2] in ("FILLED", "CANCELED", "REJECTED")
+        assert nxt[3] >= prev[4], (prev, nxt)  # the next one is sent only after the previous resolved
+    skipped = [d for d in decisions if not d.executed and "still working" in d.why_not]
+    assert len(skipped) >= 3
+    assert engine.summary()["decisions_skipped_order_working"] == len(skipped)
+    first = auto[0]
+    assert first[4] - first[3] >= 4_500_000_000  # it really was in flight across several decisions
+    record("orders", {"automatic orders stacked while one is working": max(working_at_decision) - 1})
+    engine.shutdown()
