@@ -66,6 +66,7 @@ from engine.core.symbols import default_filters, display_symbol
 from engine.execution.executor import Executor
 from engine.execution.ledger import Ledger
 from engine.execution.orders import OrderManager, OrderPorts, OrderResult
+from engine.execution.risk import STICKY, TradingState
 from engine.market.bars import BarBuilder, TickCache
 from engine.market.book import SyncedBook
 from engine.market.features import BarFeatures
@@ -93,6 +94,9 @@ class Engine:
         # Automatic trading: on by default for paper (live data or replay) and backtest,
         # off for real orders until the user switches it on (SPEC §4).
         self.auto_trade: bool = settings.trading.auto_trade and executor.name != "live"
+        # Causes of a halt that clears by itself (a failing ledger) during which automatic
+        # trading was on: it is switched back on when they clear. Empty: nothing to restore.
+        self._auto_off_for: set[str] = set()
         self.training: bool = True
         self.paused = False
         self.brain: ModelsPort | None = None  # the models, once attach_models() has been called
@@ -276,6 +280,7 @@ class Engine:
         elif isinstance(cmd, ManualOrder):
             self._manual_order(cmd, now)
         elif isinstance(cmd, SetAutoTrading):
+            self._auto_off_for.clear()  # the user's decision stands, halt or not
             self.auto_trade = (not self.auto_trade) if cmd.enabled is None else cmd.enabled
             self._log(now, "engine", f"automatic trading {'ON' if self.auto_trade else 'OFF'}")
         elif isinstance(cmd, SetTraining):
@@ -420,8 +425,22 @@ class Engine:
         return self.orders.working(symbol, reason)
 
     def _on_trading_state(self, ev: TradingStateChanged) -> None:
+        """A halt stops automatic trading. A halt that clears by itself (a failing ledger)
+        gives it back when it clears; one the user must clear (panic, refused keys, repeated
+        errors) leaves it off until the user turns it on, as does the user's own switch."""
+        halting = {c for c, (st, _) in self.risk.causes.items() if st is TradingState.HALTED}
         if ev.state == "HALTED":
-            self.auto_trade = False  # a halt stops automatic trading until the user turns it back on
+            if halting & STICKY:
+                self._auto_off_for.clear()
+            elif self.auto_trade or self._auto_off_for:
+                self._auto_off_for |= halting
+            self.auto_trade = False
+        elif self._auto_off_for:
+            cleared = ", ".join(sorted(self._auto_off_for))
+            self._auto_off_for.clear()
+            self.auto_trade = True
+            self._log(ev.ts, "engine", f"automatic trading restored (ON): the {cleared} halt cleared", "good")
+            log.info("automatic trading restored (ON): the %s halt cleared", cleared)
 
     def _on_decision(self, ev: DecisionMade) -> None:
         self.decisions += 1

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import itertools
 
-from engine.core.events import DecisionMade
+from engine.core.events import DecisionMade, Panic, SetAutoTrading, Side, SubmitOrder, TradingStateChanged
+from engine.execution.ledger import Ledger
 from engine.kernel import attach_models
 from engine.learning.host import ModelStore
 from tests.support.config import settings_for
 from tests.support.scorecard import record
-from tests.support.scripted_market import make_engine
+from tests.support.scripted_market import D, make_engine
 
 BIDS = [("1999.50", "5"), ("1999.00", "10")]
 ASKS = [("2000.00", "5"), ("2000.50", "10")]
@@ -55,4 +56,66 @@ def test_one_automatic_order_at_a_time_while_paper_latency_exceeds_the_decision_
     first = auto[0]
     assert first[4] - first[3] >= 4_500_000_000  # it really was in flight across several decisions
     record("orders", {"automatic orders stacked while one is working": max(working_at_decision) - 1})
+    engine.shutdown()
+
+
+def test_auto_trading_is_restored_when_a_ledger_failure_halt_clears(tmp_path):
+    cfg = settings_for(tmp_path / "data", "paper.latency_ms=0")
+    engine, mkt = make_engine(cfg, ledger=Ledger(tmp_path / "paper.db", "paper"))
+    mkt.start(BIDS, ASKS)
+    states: list[str] = []
+    engine.bus.on(TradingStateChanged, lambda ev: states.append(ev.state))
+    assert engine.auto_trade is True
+    led = engine.ledger
+    led._db.execute(f"PRAGMA max_page_count = {led.query('PRAGMA page_count')[0][0]}")  # the disk fills up
+    while led.healthy:
+        led.record_trading_state("ACTIVE", "x" * 500, mkt.now)
+    engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.1")))  # refused: the ledger cannot journal it
+    assert engine.trading_state == "HALTED"
+    assert engine.auto_trade is False  # a halt stops automatic trading...
+    assert "ledger" in engine.snapshot().banner
+    led._db.execute("PRAGMA max_page_count = 1073741823")  # space again
+    engine.housekeeping()
+    assert engine.trading_state == "ACTIVE"
+    assert engine.auto_trade is True  # ...and its clearing restores it, with a line saying so
+    assert any("automatic trading restored" in line.text for line in engine.log)
+    assert engine.snapshot().auto_trade is True
+    assert states == ["HALTED", "ACTIVE"]
+    engine.shutdown()
+
+
+def test_a_halt_the_user_must_clear_does_not_restore_auto_trading(tmp_path):
+    """A panic, or auto-trading switched off during the halt, stays the user's decision."""
+    cfg = settings_for(tmp_path / "data", "paper.latency_ms=0")
+    engine, mkt = make_engine(cfg, ledger=Ledger(tmp_path / "paper.db", "paper"))
+    mkt.start(BIDS, ASKS)
+    led = engine.ledger
+    led._db.execute(f"PRAGMA max_page_count = {led.query('PRAGMA page_count')[0][0]}")
+    while led.healthy:
+        led.record_trading_state("ACTIVE", "x" * 500, mkt.now)
+    engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.1")))
+    assert engine.trading_state == "HALTED" and engine.auto_trade is False
+    engine.send(SetAutoTrading(False))  # the user decides while halted
+    led._db.execute("PRAGMA max_page_count = 1073741823")
+    engine.housekeeping()
+    assert engine.trading_state == "ACTIVE"
+    assert engine.auto_trade is False
+    engine.shutdown()
+
+
+def test_a_panic_during_a_ledger_halt_keeps_auto_trading_off(tmp_path):
+    cfg = settings_for(tmp_path / "data", "paper.latency_ms=0")
+    engine, mkt = make_engine(cfg, ledger=Ledger(tmp_path / "paper.db", "paper"))
+    mkt.start(BIDS, ASKS)
+    led = engine.ledger
+    led._db.execute(f"PRAGMA max_page_count = {led.query('PRAGMA page_count')[0][0]}")
+    while led.healthy:
+        led.record_trading_state("ACTIVE", "x" * 500, mkt.now)
+    engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.1")))
+    assert engine.trading_state == "HALTED"
+    engine.send(Panic())
+    led._db.execute("PRAGMA max_page_count = 1073741823")
+    engine.housekeeping()
+    assert engine.trading_state == "HALTED"  # the panic's halt needs an explicit resume
+    assert engine.auto_trade is False
     engine.shutdown()
