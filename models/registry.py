@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from models.cnn.multitimeframe_cnn import CNNConfig, MultiTimeframeCNN
 from models.cob.cob_agent import COBAgent
 from models.cob.cob_net import COBConfig, COBNet
 from models.common.base_agent import Agent
+from models.common.checkpoint import CheckpointError
 from models.dqn.dqn_agent import DQNAgent
 from models.dqn.dueling_dqn import DQNConfig, DuelingQNet
 
@@ -42,3 +44,20 @@ def build_network(kind: str, preset: str = "small", device: str | torch.device =
     cfg_cls, net_cls = configs[kind]
     with torch.device(device):
         return net_cls(cfg_cls.preset(preset))
+
+
+def check_checkpoint(path: str | Path, kind: str, preset: str, *, data: dict[str, Any] | None = None,
+                     **overrides: object) -> dict[str, Any]:
+    """What loading ``path`` into a ``kind`` model of ``preset`` would say, without building
+    the model (its shapes come from the meta device): the data, or
+    :class:`~models.common.checkpoint.CheckpointError` naming the file and the field."""
+    if kind not in AGENTS:
+        raise CheckpointError(path, f"model kind mismatch: field kind = {kind!r}: expected one of {sorted(AGENTS)}")
+    try:
+        config = CONFIGS[kind].preset(preset, **overrides)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"size preset mismatch: field preset = {preset!r}: {exc}") from None
+    cls = AGENTS[kind]
+    if not isinstance(cls, type) or not issubclass(cls, Agent):  # pragma: no cover - registry error
+        raise TypeError(cls)
+    return cls.check_checkpoint(path, preset=preset, config=config, data=data)

@@ -386,10 +386,15 @@ def cmd_train(args: argparse.Namespace, cfg: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, cfg: Settings) -> int:
-    from models.common.checkpoint import list_checkpoints
+    """Every checkpoint file (the ``.prev.pt`` backups too) with the verdict loading gives it."""
+    from engine.learning.host import checkpoint_verdicts, desk_checkpoints
+    from models.common.checkpoint import quarantined
 
-    folder = cfg.data_dir() / "checkpoints"
-    rows = list_checkpoints(folder)
+    folder = desk_checkpoints(cfg)
+    rows = checkpoint_verdicts(cfg, folder)
+    held = quarantined(folder)
+    if held:
+        print(f"{len(held)} refused file(s) kept in {folder / 'quarantine'} (each with a .reason beside it)")
     if not rows:
         print(f"no checkpoints in {folder} (models start untrained; they are saved after training)")
         return 0

@@ -260,6 +260,7 @@ class Brain:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
 
         return {
+            **self.host.summary(),  # checkpoint saves, failures and refusals
             "signals": dict(self.signal_counts),
             "decisions_actionable": c.actionable,
             "explorations": self.policy.explorations,

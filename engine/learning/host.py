@@ -3,11 +3,14 @@ checkpoints and status. Everything else in the engine reaches a model through he
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from engine.core import failpoints
 from engine.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -16,6 +19,17 @@ if TYPE_CHECKING:
     from models.common.base_agent import Agent
 
 MODEL_KEYS = ("cnn", "dqn", "cob")
+
+log = logging.getLogger("tradedesk.models")
+
+#: ``cnn-small.pt`` / ``cnn-small.prev.pt``: the model and preset the desk loads the file as.
+_DESK_NAME = re.compile(r"^(?P<key>[a-z]+)-(?P<preset>[A-Za-z0-9_]+)(?:\.prev)?\.pt$")
+
+
+def model_overrides(cfg: Settings) -> dict[str, dict[str, object]]:
+    """Settings that reach into a model's config (everything else is the preset's)."""
+    m = cfg.models
+    return {"dqn": {"eps_decay_s": m.dqn_epsilon_decay_s, "regime_multipliers": dict(m.regime_multipliers)}}
 
 
 def checkpoint_file(folder: Path, key: str, preset: str) -> Path:
@@ -54,9 +68,12 @@ class ModelHost:
     def __init__(self, cfg: Settings, log: Callable[[str, str, str], None], store: ModelStore) -> None:
         import torch
 
+        from models.common import checkpoint
         from models.common.base_agent import seed_everything
         from models.common.device import device_description, select_device
         from models.registry import make_agent
+
+        checkpoint.set_failpoint(failpoints.hit)  # TRADEDESK_CRASH_AT=checkpoint_...: the crash harness
 
         self.cfg = cfg
         self._log = log
@@ -66,10 +83,7 @@ class ModelHost:
         self.device_label = device_description(self.device)
         seed_everything(cfg.general.seed)
         torch.set_num_threads(1)  # inference and training each get one core (BENCH.md)
-        # Settings that reach into a model's config (everything else is the preset's).
-        overrides: dict[str, dict[str, object]] = {
-            "dqn": {"eps_decay_s": m.dqn_epsilon_decay_s, "regime_multipliers": dict(m.regime_multipliers)},
-        }
+        overrides = model_overrides(cfg)
         self.agents: dict[str, Agent] = {}
         for i, key in enumerate(MODEL_KEYS):
             self.agents[key] = make_agent(key, m.preset, self.device, cfg.general.seed + i, key.upper(),
@@ -77,6 +91,10 @@ class ModelHost:
         self.enabled = {k: k in m.enabled for k in MODEL_KEYS}
         self.loaded: dict[str, str] = {}
         self.failing: dict[str, str] = {}
+        self.refused: list[str] = []  # checkpoint refusals at load ("<file>: <field>: <why>")
+        self.saves = 0
+        self.save_failures = 0
+        self.last_save_failure = ""
         if store.load_from is not None:
             self.load_checkpoints(store.load_from)
 
@@ -92,8 +110,12 @@ class ModelHost:
             try:
                 info = agent.load(path)
             except CheckpointError as exc:
-                self._log("models", f"{key.upper()} checkpoint refused, starting untrained: {exc}", "error")
+                self.refused.append(str(exc))
+                self._report(f"{key.upper()} checkpoint refused, starting untrained: {exc}", "error")
                 continue
+            for why in info["refused"]:
+                self.refused.append(why)
+                self._report(f"{key.upper()} checkpoint refused: {why}", "warn")
             self.loaded[key] = info["path"]
             note = " (previous checkpoint: the latest was refused)" if info["fallback"] else ""
             self._log("models", f"{key.upper()} loaded {Path(info['path']).name}, step {agent.training_steps}{note}",
@@ -109,11 +131,27 @@ class ModelHost:
         for key, agent in self.agents.items():
             if agent.training_steps == 0 and key not in self.loaded:
                 continue  # an untrained model is not worth a file
+            path = checkpoint_file(folder, key, self.cfg.models.preset)
             try:
-                saved[key] = str(agent.save(checkpoint_file(folder, key, self.cfg.models.preset)))
-            except Exception as exc:  # non-finite weights, disk full: keep the previous file
-                self._log("models", f"{key.upper()} checkpoint not saved: {exc}", "error")
+                saved[key] = str(agent.save(path))
+                self.saves += 1
+            except Exception as exc:  # non-finite weights, disk full, read-only folder: the old files stay
+                self.save_failures += 1
+                self.last_save_failure = f"{key.upper()} checkpoint not saved to {path}: {type(exc).__name__}: {exc}"
+                self._report(self.last_save_failure, "error")
         return saved
+
+    def _report(self, text: str, level: str) -> None:
+        """To the desk's log and to the log file (and so to stderr in headless commands)."""
+        self._log("models", text, level)
+        log.log(logging.ERROR if level == "error" else logging.WARNING, "%s", text)
+
+    def summary(self) -> dict[str, Any]:
+        """Checkpoint figures for the run summary."""
+        return {"checkpoint_save_failures": self.save_failures,
+                "checkpoints": {"saved": self.saves, "save_failures": self.save_failures,
+                                "last_save_failure": self.last_save_failure, "refused_at_load": list(self.refused),
+                                "loaded": dict(self.loaded)}}
 
     # ------------------------------------------------------------------ on/off and health
 
@@ -160,3 +198,25 @@ class ModelHost:
 
     def training_steps(self) -> dict[str, int]:
         return {k: a.training_steps for k, a in self.agents.items()}
+
+
+def checkpoint_verdicts(cfg: Settings, folder: Path) -> list[dict[str, Any]]:
+    """``tradedesk models``: one row per checkpoint file (``.prev.pt`` too) with the verdict
+    loading would give. A desk file (``<model>-<preset>[.prev].pt``) is checked as the desk
+    loads it (that model and preset); any other file as what it says it is."""
+    from models.common.checkpoint import CheckpointError, list_checkpoints
+    from models.registry import check_checkpoint
+
+    overrides = model_overrides(cfg)
+    rows = list_checkpoints(folder, include_previous=True)
+    for row in rows:
+        data = row.pop("data", None)
+        if data is None:
+            continue
+        m = _DESK_NAME.match(Path(row["path"]).name)
+        kind, preset = (m["key"], m["preset"]) if m and m["key"] in MODEL_KEYS else (row["model"], row["preset"])
+        try:
+            check_checkpoint(row["path"], kind, preset, data=data, **overrides.get(kind, {}))
+        except CheckpointError as exc:
+            row["error"] = exc.reason
+    return rows

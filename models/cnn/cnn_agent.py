@@ -14,7 +14,7 @@ from torch import nn
 
 from models.cnn.multitimeframe_cnn import CNNConfig, MultiTimeframeCNN, cnn_loss
 from models.cnn.perfect_moves import CNNSamples, trade_outcome_target
-from models.common.base_agent import Agent, _finite
+from models.common.base_agent import Agent, CheckpointShape, _finite, np_rng_problem
 from models.common.inputs import (
     InputNotReadyError,
     ModelInputs,
@@ -49,13 +49,30 @@ class CNNAgent(Agent):
     ) -> None:
         super().__init__(name, preset, config or CNNConfig.preset(preset), device, seed)
         self.n_tf = len(self.config.timeframes)
-        c = self.config
-        self.buffer = OutcomeBuffer(c.buffer_capacity, {
-            "bars": ((self.n_tf, c.window, c.n_features), np.float16), "valid": ((self.n_tf,), np.bool_),
-            "targets": ((self.n_tf,), np.int64), "weight": ((), np.float32)}, seed=seed)
+        self.buffer = OutcomeBuffer(self.config.buffer_capacity, self.buffer_fields(self.config), seed=seed)
 
-    def _build(self) -> nn.Module:
-        return MultiTimeframeCNN(self.config)
+    @staticmethod
+    def buffer_fields(c: CNNConfig) -> dict[str, tuple[tuple[int, ...], type]]:
+        n_tf = len(c.timeframes)
+        return {"bars": ((n_tf, c.window, c.n_features), np.float16), "valid": ((n_tf,), np.bool_),
+                "targets": ((n_tf,), np.int64), "weight": ((), np.float32)}
+
+    @classmethod
+    def network(cls, config: CNNConfig) -> nn.Module:
+        return MultiTimeframeCNN(config)
+
+    @classmethod
+    def _extra_problem(cls, extra: dict[str, Any], config: CNNConfig, shape: CheckpointShape) -> str | None:
+        if "buffer" in extra:
+            problem = OutcomeBuffer.state_problem(extra["buffer"], cls.buffer_fields(config), "extra.buffer")
+            if problem:
+                return problem
+            targets = np.asarray(extra["buffer"]["targets"])
+            if targets.size and not ((targets >= -1).all() and (targets < 3).all()):
+                return "field extra.buffer.targets: expected -1 (no label) or an action 0..2"
+        if "buffer_rng" in extra:
+            return np_rng_problem(extra["buffer_rng"], "extra.buffer_rng")
+        return None
 
     def predict(self, inputs: ModelInputs) -> Prediction:
         """Combine valid heads: probs = sum(w*c*p)/sum(w*c); confidence = sum(w*c*p[a])/sum(w).

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models.cob.cob_net import COBConfig, COBNet, policy_loss
-from models.common.base_agent import Agent, _finite
+from models.common.base_agent import Agent, CheckpointShape, _finite, np_rng_problem
 from models.common.inputs import ModelInputs, NonFiniteInputError, Prediction, PredictionRefused
 from models.common.outcome_buffer import OutcomeBuffer
 
@@ -33,12 +33,26 @@ class COBAgent(Agent):
         name: str = "COB",
     ) -> None:
         super().__init__(name, preset, config or COBConfig.preset(preset), device, seed)
-        self.buffer = OutcomeBuffer(self.config.buffer_capacity, {
-            "cob": ((self.config.input_dim,), np.float32), "rewards": ((3,), np.float32),
-            "known": ((3,), np.bool_), "weight": ((), np.float32)}, seed=seed)
+        self.buffer = OutcomeBuffer(self.config.buffer_capacity, self.buffer_fields(self.config), seed=seed)
 
-    def _build(self) -> nn.Module:
-        return COBNet(self.config)
+    @staticmethod
+    def buffer_fields(c: COBConfig) -> dict[str, tuple[tuple[int, ...], type]]:
+        return {"cob": ((c.input_dim,), np.float32), "rewards": ((3,), np.float32),
+                "known": ((3,), np.bool_), "weight": ((), np.float32)}
+
+    @classmethod
+    def network(cls, config: COBConfig) -> nn.Module:
+        return COBNet(config)
+
+    @classmethod
+    def _extra_problem(cls, extra: dict[str, Any], config: COBConfig, shape: CheckpointShape) -> str | None:
+        if "buffer" in extra:
+            problem = OutcomeBuffer.state_problem(extra["buffer"], cls.buffer_fields(config), "extra.buffer")
+            if problem:
+                return problem
+        if "buffer_rng" in extra:
+            return np_rng_problem(extra["buffer_rng"], "extra.buffer_rng")
+        return None
 
     def predict(self, inputs: ModelInputs, sample: bool = False) -> Prediction:
         """Greedy (or, with ``sample``, drawn) action from the policy head; value from the critic."""

@@ -7,6 +7,11 @@ mode, no autograd). After every successful update the learner's tensors are copi
 the actor under a short lock, so a prediction never waits for a training step and never
 sees a half-updated or train-mode network (BENCH B6).
 
+Checkpoints are checked whole before anything is copied into the model
+(:meth:`Agent.check_checkpoint`: the container, then every tensor's name, shape and dtype,
+the optimizer, the RNG states and each agent's own extra state), so a refused file leaves
+the model exactly as it was; ``tradedesk models`` runs the same check.
+
 Bad numbers never get in: non-finite inputs refuse the prediction
 (:class:`~models.common.inputs.NonFiniteInputError`); non-finite inputs, losses or gradients,
 and exploding gradients, skip the update with weights, BatchNorm statistics and optimizer
@@ -18,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,6 +96,92 @@ def _finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
+@dataclass(frozen=True)
+class CheckpointShape:
+    """What a checkpoint of one model must hold: each state-dict tensor's shape and dtype,
+    and the shapes of the optimizer's parameters in order."""
+
+    state: dict[str, tuple[tuple[int, ...], torch.dtype]]
+    params: list[tuple[int, ...]]
+
+    @classmethod
+    def of(cls, net: nn.Module) -> CheckpointShape:
+        return cls({k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()},
+                   [tuple(p.shape) for p in net.parameters() if p.requires_grad])
+
+
+def state_dict_problem(state: Any, expected: Mapping[str, tuple[tuple[int, ...], torch.dtype]], field: str) -> str | None:
+    """Why ``state`` is not a state dict of these names, shapes and dtypes (None: it is)."""
+    if not isinstance(state, Mapping):
+        return f"field {field}: expected a table of tensors"
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected), key=str)
+    if missing or unexpected:
+        return f"field {field}: state dict keys differ (missing {missing[:3]}, unexpected {unexpected[:3]})"
+    for k, (shape, dtype) in expected.items():
+        v = state[k]
+        if not isinstance(v, torch.Tensor):
+            return f"field {field}.{k}: expected a tensor"
+        if tuple(v.shape) != shape:
+            return f"field {field}.{k}: shape {tuple(v.shape)} in the checkpoint vs {shape} in the model"
+        if v.dtype != dtype:
+            return f"field {field}.{k}: dtype {v.dtype} vs model {dtype}"
+    return None
+
+
+def np_rng_problem(state: Any, field: str) -> str | None:
+    """Why ``state`` cannot be a numpy generator's ``bit_generator.state`` (None: it can)."""
+    if not isinstance(state, dict):
+        return f"field {field}: expected a numpy generator state (a table)"
+    probe = type(np.random.default_rng(0).bit_generator)()
+    try:
+        probe.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        return f"field {field}: not a usable generator state ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _is_adamw_state(sd: Any) -> bool:
+    return isinstance(sd, dict) and sd.get("format") == "tradedesk-adamw"
+
+
+def _optimizer_problem(sd: Any, params: list[tuple[int, ...]]) -> str | None:
+    if not isinstance(sd, dict):
+        return "field extra.optimizer: expected a table"
+    if not _is_adamw_state(sd):
+        return None  # an older optimizer's state: not loaded (the moments start afresh), as always
+    state, groups = sd.get("state"), sd.get("param_groups")
+    if not isinstance(state, list) or len(state) != len(params):
+        return f"field extra.optimizer.state: expected one entry per parameter ({len(params)})"
+    for i, (st, shape) in enumerate(zip(state, params, strict=True)):
+        if not isinstance(st, dict) or (st and set(st) != {"step", "exp_avg", "exp_avg_sq"}):
+            return f"field extra.optimizer.state.{i}: expected step, exp_avg and exp_avg_sq (or nothing)"
+        if not st:
+            continue
+        if type(st["step"]) is not int or not 1 <= st["step"] <= ckpt.MAX_COUNTER:
+            return f"field extra.optimizer.state.{i}.step = {st['step']!r}: expected an integer >= 1"
+        for key in ("exp_avg", "exp_avg_sq"):
+            v = st[key]
+            if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape or not v.is_floating_point():
+                return f"field extra.optimizer.state.{i}.{key}: expected a float tensor of shape {shape}"
+    if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
+        return "field extra.optimizer.param_groups: expected one group"
+    g = groups[0]
+
+    def num(v: Any) -> bool:
+        return type(v) in (int, float) and math.isfinite(v)
+
+    betas = g.get("betas")
+    checks = (("lr", num(g.get("lr")) and g["lr"] > 0),
+              ("betas", isinstance(betas, list | tuple) and len(betas) == 2
+               and all(num(b) and 0 <= b < 1 for b in betas)),
+              ("eps", num(g.get("eps")) and g["eps"] > 0),
+              ("weight_decay", num(g.get("weight_decay")) and g["weight_decay"] >= 0))
+    for name, ok in checks:
+        if not ok:
+            return f"field extra.optimizer.param_groups.0.{name} = {g.get(name)!r}: out of range"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Experience:
     """What a model saw and what was done, begun at decision time and completed with the
@@ -122,6 +214,8 @@ class Agent:
     kind: ClassVar[str] = ""
     #: Whether confirmed perfect moves (hindsight swing labels per timeframe) teach this model.
     learns_from_labels: ClassVar[bool] = False
+    #: Counters :meth:`_load_counters` reads as integers.
+    INT_COUNTERS: ClassVar[tuple[str, ...]] = ("training_steps", "predictions")
     config: Any
 
     def __init__(self, name: str, preset: str, config: Any, device: str | torch.device, seed: int) -> None:
@@ -153,6 +247,9 @@ class Agent:
         self._losses: deque[float] = deque(maxlen=5)
         self.last_loss: float | None = None
         self.last_reward: float | None = None
+        # What this agent found checkpoint files to be (by inode, size and mtime): a save
+        # then knows, without reading it again, whether the current file may become .prev.
+        self._verdicts: dict[str, tuple[tuple[int, int, int], str | None]] = {}
 
     def set_exploration(self, on: bool) -> None:
         """Exploration on (learning) or off (evaluating a frozen model)."""
@@ -197,8 +294,13 @@ class Agent:
         """Learn from the reward of a closed position; the loss, or None if skipped."""
         raise NotImplementedError
 
-    def _build(self) -> nn.Module:
+    @classmethod
+    def network(cls, config: Any) -> nn.Module:
+        """The bare network for ``config`` (built on whatever device is current)."""
         raise NotImplementedError
+
+    def _build(self) -> nn.Module:
+        return self.network(self.config)
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -335,7 +437,9 @@ class Agent:
 
     # -------------------------------------------------------------- checkpoints
     def save(self, path: str | Path, metrics: dict[str, float] | None = None) -> Path:
-        """Atomic, self-describing checkpoint; raises if any weight is non-finite."""
+        """Atomic, self-describing checkpoint; raises if any weight is non-finite or the file
+        cannot be written. The current file becomes ``.prev.pt`` only if this agent would load
+        it; one it would refuse goes to ``quarantine/`` instead (see :func:`checkpoint.save_checkpoint`)."""
         with self._train_lock:
             payload = ckpt.build_payload(
                 kind=self.kind,
@@ -353,14 +457,16 @@ class Agent:
                 parameters=self.parameters,
                 device=device_description(self.device),
             )
-            return ckpt.save_checkpoint(path, payload)
+            out = ckpt.save_checkpoint(path, payload, current_verdict=self._verdict)
+            self._remember(out, None)
+            return out
 
     def load(self, path: str | Path, *, fallback: bool = True) -> dict[str, Any]:
         """Load ``path``; if it is refused and ``fallback``, try ``<name>.prev.pt``.
 
         Returns ``{"path", "fallback", "refused": [reasons]}``; raises
         :class:`~models.common.checkpoint.CheckpointError` when nothing could be loaded, in which
-        case the model is unchanged.
+        case the model is unchanged. Every refusal names the file and the field.
         """
         refused: list[str] = []
         candidates = [Path(path)] + ([ckpt.previous_path(path)] if fallback else [])
@@ -372,41 +478,112 @@ class Agent:
                     self._apply(p)
             except ckpt.CheckpointError as exc:
                 refused.append(str(exc))
+                self._remember(p, exc.reason)
                 continue
+            self._remember(p, None)
             return {"path": str(p), "fallback": i > 0, "refused": refused}
         raise ckpt.CheckpointError(path, "no loadable checkpoint: " + " | ".join(refused))
 
-    def _apply(self, path: Path) -> None:
-        arch = type(self.config).ARCH_FIELDS
-        data = ckpt.load_checkpoint(
-            path, kind=self.kind, preset=self.preset, config=asdict(self.config), arch_fields=arch
-        )
-        state = data["state_dict"]
-        own = self.learner.state_dict()
-        # Check every key and shape *before* copying anything, so a mismatch cannot
-        # leave the model half-loaded (load_state_dict copies as it goes).
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ckpt.CheckpointError(
-                path, f"state dict keys differ (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-        for k, v in own.items():
-            if tuple(state[k].shape) != tuple(v.shape):
-                raise ckpt.CheckpointError(
-                    path, f"shape of {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                )
+    # ---- verdicts
+    @staticmethod
+    def _signature(path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _remember(self, path: Path, reason: str | None) -> None:
+        sig = self._signature(path)
+        if sig is not None:
+            self._verdicts[os.path.abspath(path)] = (sig, reason)
+
+    def _verdict(self, path: Path) -> str | None:
+        """None when this agent would load ``path``, else why not (cached by file identity)."""
+        sig = self._signature(path)
+        known = self._verdicts.get(os.path.abspath(path))
+        if known is not None and sig is not None and known[0] == sig:
+            return known[1]
+        try:
+            self.check_checkpoint(path, preset=self.preset, config=self.config, shape=self._shape())
+        except ckpt.CheckpointError as exc:
+            reason: str | None = exc.reason
+        else:
+            reason = None
+        self._remember(path, reason)
+        return reason
+
+    def _shape(self) -> CheckpointShape:
+        return CheckpointShape.of(self.learner)
+
+    # ---- checks (no instance needed: ``tradedesk models`` runs them on the meta device)
+    @classmethod
+    def checkpoint_shape(cls, config: Any) -> CheckpointShape:
+        """The shapes a checkpoint for ``config`` must have (a network on the meta device: no memory)."""
+        with torch.device("meta"):
+            return CheckpointShape.of(cls.network(config))
+
+    @classmethod
+    def check_checkpoint(cls, path: str | Path, *, preset: str, config: Any, shape: CheckpointShape | None = None,
+                         data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything loading checks, without touching a model: the container and its fields,
+        kind, preset and architecture, every tensor's shape and dtype, the optimizer, RNG
+        states, counters and the agent's own extra state. Returns the data; raises
+        :class:`~models.common.checkpoint.CheckpointError` naming the file and the field."""
+        data = ckpt.load_checkpoint(path, kind=cls.kind, preset=preset, config=asdict(config),
+                                    arch_fields=type(config).ARCH_FIELDS, data=data)
+        shape = shape or cls.checkpoint_shape(config)
+        problem = state_dict_problem(data["state_dict"], shape.state, "state_dict")
+        counters = data.get("counters") or {}
+        for name in cls.INT_COUNTERS:
+            if problem is None and name in counters and type(counters[name]) is not int:
+                problem = f"field counters.{name} = {counters[name]!r}: expected an integer >= 0"
         extra = data.get("extra") or {}
-        self.learner.load_state_dict(state)
-        if "optimizer" in extra:
-            # Optimizer moments are a convenience; the weights are what matter.
-            with contextlib.suppress(ValueError, KeyError, TypeError, RuntimeError):
+        if problem is None and "optimizer" in extra:
+            problem = _optimizer_problem(extra["optimizer"], shape.params)
+        if problem is None and "rng" in extra:
+            problem = _rng_problem(extra["rng"])
+        if problem is None and "np_rng" in extra:
+            problem = np_rng_problem(extra["np_rng"], "extra.np_rng")
+        if problem is None:
+            problem = cls._extra_problem(extra, config, shape)
+        if problem is not None:
+            raise ckpt.CheckpointError(path, problem)
+        return data
+
+    @classmethod
+    def _extra_problem(cls, extra: dict[str, Any], config: Any, shape: CheckpointShape) -> str | None:
+        """Why this agent's own extra state (buffers, target net) would not load (None: it would)."""
+        return None
+
+    def _apply(self, path: Path) -> None:
+        data = self.check_checkpoint(path, preset=self.preset, config=self.config, shape=self._shape())
+        # Everything was checked above, so nothing below can leave the model half-loaded.
+        extra = data.get("extra") or {}
+        try:
+            self.learner.load_state_dict(data["state_dict"])
+            if _is_adamw_state(extra.get("optimizer")):
                 self.optimizer.load_state_dict(extra["optimizer"])
-            self.optimizer.param_groups[0]["lr"] = self.config.lr  # current settings win over stored ones
-        # RNG streams too, so a resumed run draws what an uninterrupted one would have.
-        self._rng.load_state(extra.get("rng") or {})
-        with contextlib.suppress(TypeError, ValueError, KeyError):
+                self.optimizer.param_groups[0]["lr"] = self.config.lr  # current settings win over stored ones
+            # RNG streams too, so a resumed run draws what an uninterrupted one would have.
+            self._rng.load_state(extra.get("rng") or {})
             if extra.get("np_rng"):
                 self.np_rng.bit_generator.state = extra["np_rng"]
-        self._load_extra_state(extra)
-        self._load_counters(data.get("counters") or {})
+            self._load_extra_state(extra)
+            self._load_counters(data.get("counters") or {})
+        except (RuntimeError, ValueError, TypeError, KeyError, OverflowError) as exc:  # a check is missing
+            raise ckpt.CheckpointError(path, f"could not be applied ({type(exc).__name__}: {exc})") from None
         self._publish()
+
+
+def _rng_problem(state: Any) -> str | None:
+    if not isinstance(state, dict):
+        return "field extra.rng: expected a table of generator states"
+    cpu = state.get("cpu")
+    want = tuple(torch.get_rng_state().shape)
+    if cpu is not None and (not isinstance(cpu, torch.Tensor) or cpu.dtype != torch.uint8 or tuple(cpu.shape) != want):
+        return f"field extra.rng.cpu: expected a uint8 tensor of shape {want}"
+    cuda = state.get("cuda")
+    if cuda is not None and (not isinstance(cuda, torch.Tensor) or cuda.dtype != torch.uint8 or cuda.dim() != 1):
+        return "field extra.rng.cuda: expected a 1-D uint8 tensor"
+    return None

@@ -45,6 +45,31 @@ class OutcomeBuffer:
         order = (np.arange(self._len) + (self._next - self._len)) % self.capacity
         return {k: v[order].copy() for k, v in self.data.items()}
 
+    @staticmethod
+    def state_problem(arrays: object, fields: Mapping[str, tuple[tuple[int, ...], type]], field: str) -> str | None:
+        """Why ``arrays`` is not a :meth:`state` of a buffer with ``fields`` (None: it is).
+        Every field present, one row count for all, each row of the field's shape and dtype."""
+        if not isinstance(arrays, Mapping):
+            return f"field {field}: expected a table of arrays"
+        if set(arrays) != set(fields):
+            return f"field {field}: fields {sorted(map(str, arrays))} vs {sorted(fields)}"
+        rows = None
+        for k, (shape, dtype) in fields.items():
+            a = arrays[k]
+            got_dtype = getattr(a, "dtype", None)
+            try:
+                a = np.asarray(a)
+            except (TypeError, ValueError, RuntimeError):
+                return f"field {field}.{k}: not an array"
+            if a.ndim != 1 + len(shape) or a.shape[1:] != tuple(shape):
+                return f"field {field}.{k}: rows of shape {a.shape[1:]} vs {tuple(shape)}"
+            if a.dtype != np.dtype(dtype):
+                return f"field {field}.{k}: dtype {got_dtype} vs {np.dtype(dtype)}"
+            if rows is not None and len(a) != rows:
+                return f"field {field}.{k}: {len(a)} rows vs {rows} in the other fields"
+            rows = len(a)
+        return None
+
     def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         n = 0
         for k, v in arrays.items():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.common.base_agent import Agent, Experience, _finite
+from models.common.base_agent import Agent, CheckpointShape, Experience, _finite, np_rng_problem, state_dict_problem
 from models.common.inputs import ModelInputs, NonFiniteInputError, Prediction, PredictionRefused
 from models.dqn.dueling_dqn import DQNConfig, DuelingQNet, dqn_td_loss, epsilon_at
 from models.dqn.prioritized_replay import PrioritizedReplay
@@ -44,8 +44,26 @@ class DQNAgent(Agent):
         self._pending: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
         self._next_handle = 0
 
-    def _build(self) -> nn.Module:
-        return DuelingQNet(self.config)
+    INT_COUNTERS = (*Agent.INT_COUNTERS, "decisions", "target_syncs")
+
+    @classmethod
+    def network(cls, config: DQNConfig) -> nn.Module:
+        return DuelingQNet(config)
+
+    @classmethod
+    def _extra_problem(cls, extra: dict[str, Any], config: DQNConfig, shape: CheckpointShape) -> str | None:
+        if "target" in extra:
+            problem = state_dict_problem(extra["target"], shape.state, "extra.target")
+            if problem:
+                return problem
+        if "replay" in extra:
+            problem = PrioritizedReplay.state_problem(extra["replay"], config.state_dim, config.n_actions,
+                                                      "extra.replay")
+            if problem:
+                return problem
+        if "replay_rng" in extra:
+            return np_rng_problem(extra["replay_rng"], "extra.replay_rng")
+        return None
 
     @property
     def epsilon(self) -> float:

@@ -8,6 +8,7 @@ so a replay with the same seed samples the same batches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,6 +142,40 @@ class PrioritizedReplay:
                 "rewards": self.rewards[order].copy(), "next_states": self.next_states[order].copy(),
                 "dones": self.dones[order].copy(), "priorities": self.tree.tree[order + self.tree.size].copy(),
                 "max_priority": np.array([self.max_priority])}
+
+    @staticmethod
+    def state_problem(state: object, state_dim: int, n_actions: int, field: str) -> str | None:
+        """Why ``state`` is not a :meth:`state` of a replay of ``state_dim`` (None: it is)."""
+        if not isinstance(state, Mapping):
+            return f"field {field}: expected a table of arrays"
+        spec: dict[str, tuple[tuple[int, ...], type]] = {
+            "states": ((state_dim,), np.float32), "next_states": ((state_dim,), np.float32),
+            "actions": ((), np.int64), "rewards": ((), np.float32), "dones": ((), np.float32),
+            "priorities": ((), np.float64)}
+        if set(state) != {*spec, "max_priority"}:
+            return f"field {field}: fields {sorted(map(str, state))} vs {sorted({*spec, 'max_priority'})}"
+        rows = None
+        arrays: dict[str, np.ndarray] = {}
+        for k, (shape, dtype) in spec.items():
+            try:
+                a = np.asarray(state[k])
+            except (TypeError, ValueError, RuntimeError):
+                return f"field {field}.{k}: not an array"
+            if a.ndim != 1 + len(shape) or a.shape[1:] != shape or a.dtype != np.dtype(dtype):
+                return f"field {field}.{k}: {a.dtype} array of shape {a.shape}, expected (n, {', '.join(map(str, shape))}) " \
+                       f"of {np.dtype(dtype)}".replace(", )", ")")
+            if rows is not None and len(a) != rows:
+                return f"field {field}.{k}: {len(a)} rows vs {rows} in the other fields"
+            rows = len(a)
+            arrays[k] = a
+        if len(arrays["actions"]) and not ((arrays["actions"] >= 0).all() and (arrays["actions"] < n_actions).all()):
+            return f"field {field}.actions: expected actions in [0, {n_actions})"
+        if not (np.isfinite(arrays["priorities"]).all() and (arrays["priorities"] >= 0).all()):
+            return f"field {field}.priorities: expected finite priorities >= 0"
+        mp = np.asarray(state["max_priority"])
+        if mp.shape != (1,) or not np.isfinite(mp).all() or not float(mp[0]) > 0:
+            return f"field {field}.max_priority: expected one finite number > 0"
+        return None
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Refill from :meth:`state` (the newest ``capacity`` transitions if there were more)."""

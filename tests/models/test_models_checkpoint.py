@@ -253,37 +253,49 @@ def test_list_checkpoints(tmp_path: Path) -> None:
     assert list_checkpoints(tmp_path / "absent") == []
 
 
-@pytest.mark.parametrize("point", ["mid_write", "after_fsync", "after_prev", "after_replace"])
+def test_save_points_are_failpoints() -> None:
+    """The crash harness arms checkpoint points by name through engine.core.failpoints."""
+    from engine.core import failpoints
+
+    assert set(ckpt.SAVE_POINTS) <= set(failpoints.POINTS)
+
+
+@pytest.mark.parametrize("point", ckpt.SAVE_POINTS)
 def test_sigkill_during_save_leaves_the_old_or_the_new_file(tmp_path: Path, point: str) -> None:
-    """A real SIGKILL of a process stopped at a named point of a save: the file is always
-    whole, the old one before the new file is moved in and the new one after, and the
-    backup is whole too. The worker stops at the point and waits, so every kill lands
-    exactly there however loaded the machine is."""
+    """A real SIGKILL, at a named failpoint inside a save (the worker kills itself there, so
+    every kill lands exactly where intended however loaded the machine is): for every kill
+    the file is whole, the old one before the new file is moved in and the new one after,
+    the backup is whole too, and a current file that had gone bad is in quarantine while
+    the good backup is kept."""
     path = tmp_path / "checkpoints" / "cnn-small.pt"
+    corrupt = point == "checkpoint_after_quarantine"
     steps = []
     for _ in range(2):  # the second run starts from what the first one's kill left
-        p = subprocess.Popen([sys.executable, "-m", "tests.support.checkpoint_worker", str(path), point], cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
-        assert p.stdout is not None
-        saved = at = None
-        for line in p.stdout:
-            word, _, rest = line.strip().partition(" ")
-            if word == "SAVED":
-                saved = int(rest)
-            elif word == "AT":
-                at = int(rest.split()[1])
-                p.send_signal(signal.SIGKILL)
-                break
-        p.communicate(timeout=60)
-        assert p.returncode == -signal.SIGKILL
-        assert saved is not None and at == saved + 1
-        step = ckpt.read_checkpoint(path)["counters"]["training_steps"]  # raises on a partial file
-        assert step == (at if point == "after_replace" else saved), (point, step, saved, at)
-        if previous_path(path).exists():
+        r = subprocess.run([sys.executable, "-m", "tests.support.checkpoint_worker", str(path), point,
+                            *(["--corrupt"] if corrupt else [])], cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+        assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout, r.stderr[-2000:])
+        saved = [int(w.split()[1]) for w in r.stdout.splitlines() if w.startswith("SAVED ")]
+        armed = [int(w.split()[1]) for w in r.stdout.splitlines() if w.startswith("ARMED ")]
+        assert len(saved) == 2 and armed == [saved[-1] + 1], r.stdout  # killed inside the armed save
+        at = armed[0]
+        if corrupt:
+            with pytest.raises(CheckpointError, match="checksum"):
+                ckpt.read_checkpoint(path)  # the bad file is still there, and refused
+            step = ckpt.read_checkpoint(previous_path(path))["counters"]["training_steps"]
+            assert step == saved[0]  # the good backup was not replaced by the bad file
+            info = CNNAgent().load(path)
+            assert info["fallback"] and "checksum" in info["refused"][0]
+        else:
+            step = ckpt.read_checkpoint(path)["counters"]["training_steps"]  # raises on a partial file
+            assert step == (at if point == "checkpoint_after_replace" else saved[-1]), (point, step, saved, at)
             ckpt.read_checkpoint(previous_path(path))  # the backup is whole too
         steps.append(step)
     temps = [q.name for q in path.parent.iterdir() if q.name.endswith(".tmp")]
-    if point in ("mid_write", "after_fsync"):
+    if point in ("checkpoint_mid_write", "checkpoint_after_fsync"):
         assert len(temps) == 1, temps  # the first run's dead temp file went at the next save
+    held = ckpt.quarantined(path.parent)
+    assert len(held) == (3 if corrupt else 0), held  # run 1: 1; run 2: its first save and the armed one
     record(f"models: SIGKILL during checkpoint save ({point})",
-           {"kills": 2, "partial checkpoints": 0, "steps_after_kill": steps})
+           {"kills": 2, "kills at the named point": 2, "partial checkpoints": 0, "good checkpoints lost": 0,
+            "steps_after_kill": steps})
