@@ -153,6 +153,10 @@ def run_desk(cfg: Settings, session: Session) -> int:
         stats = app.desk.refresh_stats()
         log.info("desk refresh: %.0f refreshes, %.2f ms mean, %.2f ms p95, %.2f ms max; %d chart redraws, %.1f ms mean",
                  stats["n"], stats["mean_ms"], stats["p95_ms"], stats["max_ms"], stats["chart_draws"], stats["chart_ms"])
+    host = session.brain.host if session.brain is not None else None
+    if host is not None and host.save_failures:  # the desk's log line went with the screen
+        print(f"tradedesk: {host.save_failures} checkpoint save(s) failed; the last: {host.last_save_failure}",
+              file=sys.stderr)
     snap = session.engine.snapshot()
     print(f"tradedesk: desk closed; {len(snap.closed)} closed trades, realised PnL {fmt.signed(snap.realised_pnl)}, "
           f"{len(snap.positions)} open", file=sys.stderr)
