@@ -240,6 +240,10 @@ class Parser:
             self._stats.messages += 1
             self._stats.rejected["bad_line"] += 1
             return None
+        if len(stamp) > 19 or int(stamp) > (1 << 63) - 1:  # ns past int64: as capture.py, count and skip
+            self._stats.messages += 1
+            self._stats.rejected["bad_stamp"] += 1
+            return None
         return self.parse_frame(payload, int(stamp), symbol_hint)
 
     def parse_frame(self, payload: bytes | str, ts_recv: int, symbol_hint: str | None = None) -> MarketData | None:

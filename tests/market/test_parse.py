@@ -63,6 +63,8 @@ TRADE = '{"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT","t":5
         (b'1 {"stream":"ethusdt@depth@100ms","data":{"E":1,"U":1,"u":4,"b":[["1","x"]],"a":[]}}', "bad_number"),
         (b'1 {"lastUpdateId":5,"bids":[],"asks":[]}', "no_symbol"),
         (b"1 " + b'{"stream":"ethusdt@trade","data":"' + b"x" * (1 << 21) + b'"}', "oversized"),
+        (b"9" * 23 + b' {"stream":"ethusdt@trade","data":{}}', "bad_stamp"),  # no int64 holds it
+        (b"%d" % (1 << 63) + b' {"stream":"ethusdt@trade","data":{}}', "bad_stamp"),
     ],
 )
 def test_bad_lines_are_counted_and_skipped(line, reason):
