@@ -158,8 +158,8 @@ async def test_stops_by_itself(data_files):
     fx = FakeExchange(data_files, Scenario(window_s=60, speed=1.0, lifetime_s=0.5))
     await fx.start()
     async with connect(f"{fx.ws_url}/stream?streams=ethusdt@trade") as ws:
-        await asyncio.wait_for(fx.stopped.wait(), 10)
-        await asyncio.wait_for(_drain(ws), 10)
+        await asyncio.wait_for(fx.stopped.wait(), 60)
+        await asyncio.wait_for(_drain(ws), 60)
     assert fx.pos < len(fx.stream)  # it stopped on its lifetime, well before the data ran out
     with pytest.raises(OSError):
         async with connect(f"{fx.ws_url}/stream?streams=ethusdt@trade", open_timeout=30):

@@ -117,13 +117,19 @@ async def test_ccxt_errors_back_off_and_a_bad_symbol_stops_only_its_stream():
     queue: asyncio.Queue = asyncio.Queue()
     feed = CcxtProFeed("okx", ["ETH/USDT"], cfg, queue, exchange=ex)
     task = asyncio.create_task(feed.run())
+    # Wait for what is checked below (every scripted book delivered, the trade stream
+    # stopped), not for a delay that a loaded box may need more of.
+    items: list = []
     deadline = time.monotonic() + 60
-    while (ex.books or "okx:ETH/USDT@trades" not in feed.stopped_streams) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        items.extend(queue.get_nowait() for _ in range(queue.qsize()))
+        if (not ex.books and "okx:ETH/USDT@trades" in feed.stopped_streams
+                and sum(1 for i in items if i[0] == Kind.VENUE_BOOK) >= 3):
+            break
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
     feed.stop()
     await asyncio.wait_for(task, 60)
-    items = [queue.get_nowait() for _ in range(queue.qsize())]
+    items.extend(queue.get_nowait() for _ in range(queue.qsize()))
     books = [i for i in items if i[0] == Kind.VENUE_BOOK]
     assert [(b[4][0], b[5][0]) for b in books] == [((D("100.5"), D("1.5")), (D("100.6"), D("0.5"))),
                                                    ((D("100.4"), D("1.5")), (D("100.7"), D("0.5"))),

@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,6 +33,13 @@ from tui.cli import setup_logging
 class IdleDriver:
     async def run(self) -> None:
         await asyncio.sleep(3600)
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 120.0) -> None:
+    """Wait for ``cond`` (what the test checks afterwards), however slow a loaded box is."""
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 async def session(data_dir: Path) -> None:
@@ -57,18 +66,12 @@ async def session(data_dir: Path) -> None:
     await executor.start()
     engine.submit(SubmitOrder("ETHUSDT", Side.BUY, Decimal("0.1")))
     engine.run_commands()
-    for _ in range(200):
-        if engine.fills:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(engine.fills))
     assert factory.exchange is not None
     factory.exchange.fail("create_order", "auth")
     engine.submit(SubmitOrder("ETHUSDT", Side.BUY, Decimal("0.1")))
     engine.run_commands()
-    for _ in range(200):
-        if engine.trading_state == "HALTED":
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: engine.trading_state == "HALTED")
     print(f"trading {engine.trading_state}: {engine.risk.reason}", file=sys.stderr)
 
     (data_dir / "settings-dump.json").write_text(json.dumps(cfg.as_dict(), indent=1, default=str))

@@ -189,9 +189,9 @@ async def test_toggle_keys_send_their_commands(btc_files, tmp_path):
         assert engine.training is True
         await press(pilot, "t")
         assert engine.training is False
-        await pilot.pause(0.15)
-        assert "training off" in plain(header)
-        assert "training is OFF" in app.desk.query_one("#training-log", EventLog).waiting
+        await wait_for(pilot, lambda: "training off" in plain(header), "the header to say training off")
+        await wait_for(pilot, lambda: "training is OFF" in app.desk.query_one("#training-log", EventLog).waiting,
+                       "the training log to say training is OFF")
         await press(pilot, "t")
         assert engine.training is True
 
@@ -217,7 +217,7 @@ async def test_toggle_keys_send_their_commands(btc_files, tmp_path):
         frozen = engine.messages
         await pilot.pause(0.6)
         assert engine.messages == frozen, "a paused replay must not progress"
-        assert "PAUSED" in plain(header)
+        await wait_for(pilot, lambda: "PAUSED" in plain(header), "the header to say PAUSED")
         await press(pilot, "space")
         assert engine.paused is False
         await wait_for(pilot, lambda: engine.messages > frozen, "the replay to resume")
@@ -244,8 +244,7 @@ async def test_desk_renders_at_80x24_and_survives_resizes(btc_files, tmp_path):
         # Resize in the middle of order entry: no crash, exactly the orders pressed.
         await press(pilot, "b")
         await pilot.resize_terminal(*WIDE)
-        await pilot.pause(0.2)
-        assert desk.query_one("#mini-chart").display
+        await wait_for(pilot, lambda: desk.query_one("#mini-chart").display, "the mini chart on a wide terminal")
         await wait_for(pilot, lambda: engine.portfolio.positions, "the buy to fill")
         await press(pilot, "s")
         await pilot.resize_terminal(*SMALL)
@@ -289,21 +288,21 @@ async def test_waiting_panes_say_what_they_wait_for(btc_files, tmp_path):
     engine.submit(PauseReplay(True))
     engine.run_commands()
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.pause(0.3)
         desk = app.desk
+        await wait_for(pilot, lambda: "waiting for market data" in plain(desk.query_one(DeskHeader)),
+                       "the header to say it waits for market data")
         assert engine.messages == 0
         assert "waiting for the first 1m bar" in plain(desk.query_one(PriceChart))
         assert "waiting for the first 1s bars" in plain(desk.query_one(SecondsChart))
         assert "no models loaded" in plain(desk.query_one("#models-note"))
         assert not desk.query_one(ModelsPane).query_one(DataTable).display
-        assert "waiting for market data" in plain(desk.query_one(DeskHeader))
         # No price yet: the order is not sent and the log says why.
         await press(pilot, "b")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: "BUY not sent: no market data" in log_text(desk.query_one("#signal-log", EventLog)),
+                       "the log to say why the BUY was not sent")
         assert engine.fills == []
         assert engine.portfolio.positions == {}
-        assert "BUY not sent: no market data" in log_text(desk.query_one("#signal-log", EventLog))
-        assert "PAUSED" in plain(desk.query_one(Banner))
+        await wait_for(pilot, lambda: "PAUSED" in plain(desk.query_one(Banner)), "the PAUSED banner")
 
 
 async def test_replay_finished_keeps_the_desk_open_and_orders_still_apply(btc_files, tmp_path):
@@ -312,9 +311,9 @@ async def test_replay_finished_keeps_the_desk_open_and_orders_still_apply(btc_fi
     app, engine, replay = make_desk(tmp_path, btc_files, None)
     async with app.run_test(size=WIDE) as pilot:
         await wait_for(pilot, lambda: replay.done, "the replay to finish")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "replay finished" in plain(app.desk.query_one(Banner)),
+                       "the banner to say the replay finished")
         assert app.is_running
-        assert "replay finished" in plain(app.desk.query_one(Banner))
         assert "pause" not in app.desk.key_map(), "pause no longer applies"
         await press(pilot, "b")
         await wait_for(pilot, lambda: orders_filled(engine) == 1, "the buy after the end to fill")
@@ -324,8 +323,8 @@ async def test_keys_follow_the_settings_keymap(btc_files, tmp_path):
     app, engine, _ = make_desk(tmp_path, btc_files, 50.0, 'keys.buy="n"')
     async with app.run_test(size=WIDE) as pilot:
         await wait_for(pilot, lambda: book_live(engine), "the BTCUSDT book to be LIVE")
-        await pilot.pause(0.2)
-        assert "n buys" in plain(app.desk.query_one("#open-positions"))
+        await wait_for(pilot, lambda: "n buys" in plain(app.desk.query_one("#open-positions")),
+                       "the positions pane to name the buy key")
         await press(pilot, "b")
         await pilot.pause(0.3)  # market time passes: an order would have filled
         assert engine.fills == [], "b is no longer buy"

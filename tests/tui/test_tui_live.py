@@ -151,9 +151,9 @@ async def test_unreachable_exchange_offers_the_sample_replay_on_a_key(tmp_path):
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: str(engine.feed_info.get("status", "")).startswith("cannot reach"),
                        "the feed to report the exchange unreachable")
-        await pilot.pause(0.3)
-        assert "cannot reach" in plain(app.desk.query_one(DeskHeader)) + plain(app.desk.query_one(Banner))
-        assert "sample_replay" in app.desk.key_map()
+        await wait_for(pilot, lambda: "cannot reach" in plain(app.desk.query_one(DeskHeader))
+                       + plain(app.desk.query_one(Banner)), "the desk to say the exchange is unreachable")
+        await wait_for(pilot, lambda: "sample_replay" in app.desk.key_map(), "the r key")
         await pilot.press("r")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: not app.is_running, "the desk to leave for the sample replay")
     assert app.return_code == SWITCH_TO_DEMO
