@@ -121,6 +121,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_hold_s": _k("float", 30.0, "an automatic position (and a shadow's) is held at least this long before the close threshold may close it, so a signal's noise does not churn it (the max hold still applies), in market seconds", lo=0, hi=86400),
         "explore_min_hold_s": _k("float", 30.0, "an exploratory position is held at least this long before the close threshold may close it, in market seconds", lo=0, hi=86400),
         "max_hold_s": _k("float", 120.0, "automatic decisions (and shadows) close a position held longer than this, in market seconds (0 = no limit)", lo=0, hi=86400 * 30),
+        "record_weighting": _k("float", 50.0, "how far each model's own record moves its weight: the weight is multiplied by exp(this × the sum of the returns of its last fusion.record_window shadow positions, after fees, as fractions of notional; exploratory entries left out), at most ×20 either way (0 = fixed weights); per unit of return", lo=0, hi=1e4),
+        "record_window": _k("int", 20, "how many of a model's latest own shadow positions its record weight counts", lo=1, hi=1000),
     },
     "learning": {
         "shadow_positions": _k("bool", True, "each model keeps its own shadow positions from its own signal (same thresholds, exits, sizes, fills and fees, outside the account and the risk budget); their closes train it"),

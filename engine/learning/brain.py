@@ -129,6 +129,8 @@ class Brain:
         self.observer = Observer(cfg)
         self.inference = InferenceThread(self.agents)
         self.policy = DecisionPolicy(cfg.with_overrides(["fusion.explore_rate=0"]) if frozen else cfg)
+        for key, agent in self.agents.items():  # a loaded model brings its record
+            self.policy.follow_record(key, agent.record())
         self.tracker = SignalPositionTracker()
         self.trainer = Trainer(self.agents, m.training_queue)
         params = RewardParams(**{k: cfg[f"rewards.{k}"] for k in RewardParams.__dataclass_fields__})
@@ -207,6 +209,10 @@ class Brain:
                 row.update(shadow_trades=r.trades, shadow_wins=r.wins, shadow_net_pnl=float(r.net_pnl),
                            shadow_rank=self.shadow_rank(str(row["key"])))
             row["updates"] = dict(self.updates.get(str(row["key"]), {}))
+            key = str(row["key"])
+            if key in self.policy.weights:
+                row.update(fusion_weight=self.policy.weights[key],
+                           record_multiplier=self.policy.record_multipliers.get(key, 1.0))
         return out
 
     def shadow_rank(self, key: str) -> float | None:
@@ -264,6 +270,8 @@ class Brain:
             "signals": dict(self.signal_counts),
             "decisions_actionable": c.actionable,
             "explorations": self.policy.explorations,
+            "fusion_weights": {k: round(w, 6) for k, w in self.policy.weights.items()},
+            "record_multipliers": {k: round(v, 6) for k, v in self.policy.record_multipliers.items()},
             "attribution": {k: {kk: round(vv, 6) for kk, vv in v.items()}
                             for k, v in self.tracker.attribution.items()},
             "max_hold_closes": self.policy.max_hold_closes,
@@ -576,6 +584,10 @@ class Brain:
                 tag = " explore" if exploring else ""
                 self.engine.training_log.append(LogLine(ev.exit_ts, key, f"{key.upper()} shadow{tag} #{ev.position_id} "
                                                         f"PnL {ev.realised_pnl:+.4f} → reward {reward.total:+.3f}"))
+                if not exploring:  # its own call: its record, which its fusion weight follows
+                    agent = self.agents[key]
+                    agent.note_return(reward.pnl_frac)
+                    self.policy.follow_record(key, agent.record())
                 if exp is not None:
                     self._submit(TrainJob(key, "shadow", reward.total, 1.0, ev.position_id, experience=exp))
 

@@ -7,11 +7,19 @@ BUY/SELL, with a chance (``fusion.explore_rate``) that falls as the account's re
 (``fusion.explore_decay_trades``), so the models get outcomes to learn from; and an
 exploratory position is held at least ``fusion.explore_min_hold_s`` before the close
 threshold may close it, so exploring learns something instead of paying two fees.
+
+The fusion weights follow each model's own record: a model's weight from settings is
+multiplied by ``exp(fusion.record_weighting × R)``, R being the summed return (after fees,
+as a fraction of notional) of its last ``fusion.record_window`` non-exploratory shadow
+positions, capped at ×20 either way: a multiplicative-weights (Hedge) vote, so the model
+whose own calls have been paying leads the ensemble, and one whose calls lose fees fades
+without being switched off. A model with no record keeps its weight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +27,9 @@ import numpy as np
 from engine.core.events import NS_PER_S
 from engine.core.settings import Settings
 from engine.learning.fusion import Fused, ModelSignal, decide, fuse
+
+#: The record moves a weight at most e^3 (about ×20) either way.
+MAX_LOG_MULTIPLIER = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +44,11 @@ class DecisionPolicy:
 
     def __init__(self, cfg: Settings) -> None:
         f = cfg.fusion
-        self.weights = dict(f.weights)
+        self.base_weights = dict(f.weights)
+        self.weights = dict(f.weights)  # the base weights times each model's record multiplier
+        self.record_weighting = f.record_weighting
+        self.record_window = f.record_window
+        self.record_multipliers: dict[str, float] = {}
         self.open_threshold = f.open_threshold
         self.close_threshold = f.close_threshold
         self.max_hold_s = f.max_hold_s
@@ -44,6 +59,17 @@ class DecisionPolicy:
         self._explore_rng = np.random.default_rng(cfg.general.seed + 101)
         self.explorations = 0
         self.max_hold_closes = 0
+
+    def follow_record(self, model: str, returns: Iterable[float]) -> float:
+        """Set ``model``'s weight from its record (its own positions' returns, oldest first);
+        returns the multiplier."""
+        recent = list(returns)[-self.record_window:]
+        x = max(-MAX_LOG_MULTIPLIER, min(MAX_LOG_MULTIPLIER, self.record_weighting * math.fsum(recent)))
+        mult = math.exp(x)
+        self.record_multipliers[model] = mult
+        if model in self.base_weights:
+            self.weights[model] = self.base_weights[model] * mult
+        return mult
 
     def explore_chance(self, trades: int) -> float:
         if self.explore_decay <= 0:

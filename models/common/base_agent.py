@@ -42,6 +42,11 @@ from models.common.adamw import AdamW
 from models.common.device import device_description
 from models.common.inputs import ModelInputs, Prediction, PredictionRefused
 
+#: Returns a model's track record keeps (the engine reads the most recent ones).
+TRACK_RECORD_KEPT = 1000
+#: A return beyond this (a fraction of notional) is kept as this.
+MAX_RETURN = 1e3
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy's legacy global RNG and torch (all devices)."""
@@ -247,9 +252,25 @@ class Agent:
         self._losses: deque[float] = deque(maxlen=5)
         self.last_loss: float | None = None
         self.last_reward: float | None = None
+        # The model's own track record: the returns (after fees, as fractions of notional) of
+        # the last positions it opened from its own signal; kept with the checkpoint, so a
+        # model's record travels with the weights that earned it.
+        self.track_record: deque[float] = deque(maxlen=TRACK_RECORD_KEPT)
+        self._record_lock = threading.Lock()  # the engine adds to it while a save may read it
         # What this agent found checkpoint files to be (by inode, size and mtime): a save
         # then knows, without reading it again, whether the current file may become .prev.
         self._verdicts: dict[str, tuple[tuple[int, int, int], str | None]] = {}
+
+    def note_return(self, ret: float) -> None:
+        """Add one of its own positions' return (after fees, a fraction of notional) to the record."""
+        if math.isfinite(ret):
+            with self._record_lock:
+                self.track_record.append(max(-MAX_RETURN, min(MAX_RETURN, float(ret))))
+
+    def record(self) -> list[float]:
+        """The track record, oldest first."""
+        with self._record_lock:
+            return list(self.track_record)
 
     def set_exploration(self, on: bool) -> None:
         """Exploration on (learning) or off (evaluating a frozen model)."""
@@ -450,6 +471,7 @@ class Agent:
                     "optimizer": self.optimizer.state_dict(),
                     "rng": self._rng.state(),
                     "np_rng": self.np_rng.bit_generator.state,
+                    "track_record": self.record(),
                     **self._extra_state(),
                 },
                 counters=self._counters(),
@@ -545,6 +567,8 @@ class Agent:
             problem = _rng_problem(extra["rng"])
         if problem is None and "np_rng" in extra:
             problem = np_rng_problem(extra["np_rng"], "extra.np_rng")
+        if problem is None and "track_record" in extra:
+            problem = _track_record_problem(extra["track_record"])
         if problem is None:
             problem = cls._extra_problem(extra, config, shape)
         if problem is not None:
@@ -569,11 +593,20 @@ class Agent:
             self._rng.load_state(extra.get("rng") or {})
             if extra.get("np_rng"):
                 self.np_rng.bit_generator.state = extra["np_rng"]
+            with self._record_lock:
+                self.track_record = deque(extra.get("track_record") or (), maxlen=TRACK_RECORD_KEPT)
             self._load_extra_state(extra)
             self._load_counters(data.get("counters") or {})
         except (RuntimeError, ValueError, TypeError, KeyError, OverflowError) as exc:  # a check is missing
             raise ckpt.CheckpointError(path, f"could not be applied ({type(exc).__name__}: {exc})") from None
         self._publish()
+
+
+def _track_record_problem(record: Any) -> str | None:
+    ok = isinstance(record, list) and len(record) <= TRACK_RECORD_KEPT and all(
+        type(r) is float and math.isfinite(r) and abs(r) <= MAX_RETURN for r in record)
+    return None if ok else (f"field extra.track_record: expected at most {TRACK_RECORD_KEPT} finite returns "
+                            f"(fractions of notional, at most {MAX_RETURN:g} either way)")
 
 
 def _rng_problem(state: Any) -> str | None:

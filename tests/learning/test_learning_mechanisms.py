@@ -135,6 +135,39 @@ def test_credit_goes_to_the_models_whose_signal_called_the_trade(tmp_path, plant
     session.close()
 
 
+def test_fusion_weights_follow_each_models_own_record(tmp_path):
+    policy = DecisionPolicy(settings_for(tmp_path, "fusion.record_weighting=50", "fusion.record_window=3",
+                                         "fusion.open_threshold=0.2"))
+    signals = {"cnn": ModelSignal("cnn", "HOLD", 0.5, 0.05, 0), "dqn": ModelSignal("dqn", "BUY", 0.9, 0.8, 0)}
+    assert policy.decide(signals, None, None, 0, "", True).action == "HOLD"  # 0.7×0.05 + 0.15×0.8 over 0.85
+    # the DQN's own calls paid, the CNN's lost their fees
+    assert policy.follow_record("dqn", [-0.5, 0.01, 0.01, 0.01]) == pytest.approx(math.exp(1.5))  # last 3 only
+    assert policy.follow_record("cnn", [-0.004, -0.004, -0.004]) == pytest.approx(math.exp(-0.6))
+    assert policy.weights["dqn"] == pytest.approx(0.15 * math.exp(1.5))
+    decision = policy.decide(signals, None, None, 0, "", True)
+    assert decision.action == "BUY"
+    assert {c.model: c.weight for c in decision.fused.contributions}["dqn"] > 0.5
+    assert policy.follow_record("cob", [1.0] * 3) == pytest.approx(math.exp(3))  # at most about ×20
+    assert policy.follow_record("cob", []) == 1.0  # no record: the weight from settings
+    fixed = DecisionPolicy(settings_for(tmp_path, "fusion.record_weighting=0"))
+    assert fixed.follow_record("dqn", [0.01] * 20) == 1.0 and fixed.weights == fixed.base_weights
+
+
+def test_each_models_own_calls_make_its_record(planted, tmp_path):
+    cfg = settings_for(tmp_path)
+    _, session = run(cfg, planted)
+    brain = session.brain
+    own = {k: b.record.trades - b.record.explorations for k, b in brain.shadows.items()}
+    records = {k: brain.agents[k].record() for k in brain.shadows}
+    weights = dict(brain.policy.weights)
+    session.close()
+    assert any(own.values()), own
+    assert {k: len(r) for k, r in records.items()} == own  # exploratory entries are left out
+    for k, r in records.items():
+        want = cfg.fusion.weights[k] * math.exp(max(-3.0, min(3.0, cfg.fusion.record_weighting * math.fsum(r[-20:]))))
+        assert weights[k] == pytest.approx(want)
+
+
 def _closed(pnl: str, hold_s: int = 60) -> PositionClosed:
     return PositionClosed(1, "ETHUSDT", Side.BUY, Decimal("0.04"), Decimal("2500"), Decimal("2501"), 0, hold_s * S,
                           Decimal("0.2"), Decimal(pnl))

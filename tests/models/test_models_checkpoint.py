@@ -48,10 +48,13 @@ def trained(agent_cls: type, seed: int = 0, steps: int = 6):  # type: ignore[no-
 @pytest.mark.parametrize("agent_cls", [CNNAgent, DQNAgent, COBAgent])
 def test_round_trip_gives_identical_outputs_and_counters(agent_cls: type, tmp_path: Path) -> None:
     a = trained(agent_cls)
+    for r in (0.004, -0.002, 0.001):
+        a.note_return(r)
     path = a.save(tmp_path / f"{a.kind}.pt", metrics={"loss_ma5": 0.5})
     b = agent_cls(seed=123)
     info = b.load(path)
     assert info == {"path": str(path), "fallback": False, "refused": []}
+    assert b.record() == [0.004, -0.002, 0.001]  # the track record travels with the weights
     x = random_inputs(42)
     pa, pb = (
         a.predict(x, explore=False) if a.kind == "dqn" else a.predict(x),

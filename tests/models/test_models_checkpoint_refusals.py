@@ -96,6 +96,8 @@ CASES: dict[str, tuple[type[Agent], Callable[[Path], None], str]] = {
     "COB outcome buffer shape": (COBAgent, lambda p: forge(p, _buffer_rows("rewards")), "extra.buffer.rewards"),
     "optimizer moments": (COBAgent, lambda p: forge(p, lambda d: d["extra"]["optimizer"]["state"][0].__setitem__(
         "exp_avg", torch.zeros(2))), "extra.optimizer.state.0.exp_avg"),
+    "track record": (COBAgent, lambda p: forge(p, _set("extra", "track_record", value=[0.01, math.nan])),
+                     "extra.track_record"),
     "generator state": (CNNAgent, lambda p: forge(p, _set("extra", "buffer_rng", value={"bit_generator": "PCG64"})),
                         "extra.buffer_rng"),
 }

@@ -371,6 +371,9 @@ async def test_models_pane_shows_each_model_and_its_toggle(btc_files, tmp_path):
         cnn, dqn = names[0], names[1]
         assert table.get_cell("on", cnn).plain == "ON"
         assert table.get_cell("params", cnn).plain not in ("", "—")
+        # fresh models have no record yet: the weights from settings
+        assert table.get_cell("fusion weight", cnn).plain == "0.70 (record ×1.00)"
+        assert table.get_cell("fusion weight", dqn).plain == "0.15 (record ×1.00)"
         await press(pilot, "1")
         assert engine.brain.enabled["cnn"] is False
         await wait_for(pilot, lambda: table.get_cell("on", cnn).plain == "off", "CNN shown off")

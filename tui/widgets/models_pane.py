@@ -99,6 +99,15 @@ def _shadow_rank(d: dict[str, Any]) -> Text | None:
     return Text(f"beats {float(rank):.0f}% rnd", style="green" if float(rank) >= 95 else "")
 
 
+def _weight(d: dict[str, Any]) -> Text | None:
+    w = d.get("fusion_weight")
+    if w is None:
+        return None
+    mult = float(d.get("record_multiplier") or 1.0)
+    style = "green" if mult > 1.05 else "red" if mult < 0.95 else ""
+    return Text(f"{float(w):.2f} (record ×{mult:.2f})", style=style)
+
+
 _SOURCES = (("account", "acct"), ("shadow", "shdw"), ("counterfactual", "cf"), ("label", "pm"))
 
 
@@ -132,6 +141,7 @@ PRIMARY: tuple[tuple[str, tuple[str, ...], Callable[[dict[str, Any]], Text | Non
     ("learned from", ("updates",), _updates),
     ("shadow", ("shadow_trades", "shadow_wins", "shadow_net_pnl"), _shadow),
     ("shadow rank", ("shadow_rank",), _shadow_rank),
+    ("fusion weight", ("fusion_weight", "record_multiplier"), _weight),
     ("epsilon", ("epsilon",), _plain("epsilon")),
     ("last reward", ("last_reward", "reward"), _plain("last_reward", "reward")),
 )
