@@ -364,13 +364,17 @@ class Brain:
             return  # live: the previous job is still running; never queue behind it
         enabled = self.host.enabled
         run = []
-        if self._cnn_due and enabled["cnn"]:
+        # Live, a decision does not wait for the CNN (the slowest model, whose bars change
+        # once a second): it runs in the job after, and the decision uses its last signal.
+        # Replay keeps it in the decision's job, so a recording always gives the same decisions.
+        defer_cnn = decision_due and not self.deterministic
+        if self._cnn_due and enabled["cnn"] and not defer_cnn:
             run.append("cnn")
         if cob_due and enabled["cob"]:
             run.append("cob")
         if decision_due and enabled["dqn"]:
             run.append("dqn")
-        self._cnn_due = False
+        self._cnn_due = self._cnn_due and defer_cnn and enabled["cnn"]
         if cob_due:
             self._next_cob = now + self.cob_interval
         if decision_due:
