@@ -28,7 +28,7 @@ from tui.screens.dialogs import ConfirmQuit, HelpScreen
 from tui.widgets.charts import PriceChart, SecondsChart
 from tui.widgets.header import Banner, DeskHeader
 from tui.widgets.logs import EventLog
-from tui.widgets.models_pane import ModelsPane, model_name
+from tui.widgets.models_pane import LABEL_WIDTH, PRIMARY, ModelsPane, model_name
 
 WIDE = (160, 48)
 SMALL = (80, 24)
@@ -352,6 +352,11 @@ async def test_help_lists_every_key(btc_files, tmp_path, size):
         assert isinstance(app.screen, DeskScreen)
 
 
+def test_every_models_pane_row_label_fits_its_column():
+    too_long = [label for label, _, _ in PRIMARY if len(label) > LABEL_WIDTH]
+    assert too_long == []
+
+
 async def test_models_pane_shows_each_model_and_its_toggle(btc_files, tmp_path):
     # The real models (small preset, CPU), fresh: nothing loaded from a checkpoint.
     cfg = desk_settings(tmp_path, 'models.enabled=["cnn", "dqn", "cob"]', "models.load_checkpoints=false",
@@ -372,8 +377,8 @@ async def test_models_pane_shows_each_model_and_its_toggle(btc_files, tmp_path):
         assert table.get_cell("on", cnn).plain == "ON"
         assert table.get_cell("params", cnn).plain not in ("", "—")
         # fresh models have no record yet: the weights from settings
-        assert table.get_cell("fusion weight", cnn).plain == "0.70 (record ×1.00)"
-        assert table.get_cell("fusion weight", dqn).plain == "0.15 (record ×1.00)"
+        assert table.get_cell("weight", cnn).plain == "0.70 ×1.00"
+        assert table.get_cell("weight", dqn).plain == "0.15 ×1.00"
         await press(pilot, "1")
         assert engine.brain.enabled["cnn"] is False
         await wait_for(pilot, lambda: table.get_cell("on", cnn).plain == "off", "CNN shown off")

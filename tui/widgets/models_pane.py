@@ -105,7 +105,7 @@ def _weight(d: dict[str, Any]) -> Text | None:
         return None
     mult = float(d.get("record_multiplier") or 1.0)
     style = "green" if mult > 1.05 else "red" if mult < 0.95 else ""
-    return Text(f"{float(w):.2f} (record ×{mult:.2f})", style=style)
+    return Text(f"{float(w):.2f} ×{mult:.2f}", style=style)  # the weight now, its record multiplier
 
 
 _SOURCES = (("account", "acct"), ("shadow", "shdw"), ("counterfactual", "cf"), ("label", "pm"))
@@ -126,6 +126,9 @@ def _plain(*keys: str) -> Callable[[dict[str, Any]], Text | None]:
     return get
 
 
+#: The row labels' column; every label below fits it.
+LABEL_WIDTH = 11
+
 #: (row label, status keys it shows, how). The order is the display order.
 PRIMARY: tuple[tuple[str, tuple[str, ...], Callable[[dict[str, Any]], Text | None]], ...] = (
     ("on", ("enabled", "active", "on", "failing"), _on),
@@ -138,10 +141,10 @@ PRIMARY: tuple[tuple[str, tuple[str, ...], Callable[[dict[str, Any]], Text | Non
     ("loss / 5-MA", ("last_loss", "loss", "loss_ma5", "loss_ma"), _loss),
     ("loss trend", ("loss_history", "losses"), _trend),
     ("train steps", ("training_steps", "steps", "skipped_updates"), _steps),
-    ("learned from", ("updates",), _updates),
+    ("learned", ("updates",), _updates),
     ("shadow", ("shadow_trades", "shadow_wins", "shadow_net_pnl"), _shadow),
     ("shadow rank", ("shadow_rank",), _shadow_rank),
-    ("fusion weight", ("fusion_weight", "record_multiplier"), _weight),
+    ("weight", ("fusion_weight", "record_multiplier"), _weight),
     ("epsilon", ("epsilon",), _plain("epsilon")),
     ("last reward", ("last_reward", "reward"), _plain("last_reward", "reward")),
 )
@@ -213,7 +216,7 @@ class ModelsPane(Vertical):
         self._state_key, self._last_update = state_key, now
         self.updates += 1
         if not self._columns:
-            table.add_column("", key="__field__", width=11)
+            table.add_column("", key="__field__", width=LABEL_WIDTH)
         values: dict[tuple[str, str], Text] = {}
         for i, d in enumerate(models):
             name = model_name(d, i)
