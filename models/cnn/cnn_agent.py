@@ -14,7 +14,7 @@ from torch import nn
 
 from models.cnn.multitimeframe_cnn import CNNConfig, MultiTimeframeCNN, cnn_loss
 from models.cnn.perfect_moves import CNNSamples, trade_outcome_target
-from models.common.base_agent import Agent, CheckpointShape, _finite, np_rng_problem
+from models.common.base_agent import Agent, CheckpointShape, _finite, outcome_buffer_problem
 from models.common.inputs import (
     InputNotReadyError,
     ModelInputs,
@@ -63,16 +63,12 @@ class CNNAgent(Agent):
 
     @classmethod
     def _extra_problem(cls, extra: dict[str, Any], config: CNNConfig, shape: CheckpointShape) -> str | None:
-        if "buffer" in extra:
-            problem = OutcomeBuffer.state_problem(extra["buffer"], cls.buffer_fields(config), "extra.buffer")
-            if problem:
-                return problem
+        problem = outcome_buffer_problem(extra, cls.buffer_fields(config))
+        if problem is None and "buffer" in extra:
             targets = np.asarray(extra["buffer"]["targets"])
             if targets.size and not ((targets >= -1).all() and (targets < 3).all()):
                 return "field extra.buffer.targets: expected -1 (no label) or an action 0..2"
-        if "buffer_rng" in extra:
-            return np_rng_problem(extra["buffer_rng"], "extra.buffer_rng")
-        return None
+        return problem
 
     def predict(self, inputs: ModelInputs) -> Prediction:
         """Combine valid heads: probs = sum(w*c*p)/sum(w*c); confidence = sum(w*c*p[a])/sum(w).

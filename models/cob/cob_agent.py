@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models.cob.cob_net import COBConfig, COBNet, policy_loss
-from models.common.base_agent import Agent, CheckpointShape, _finite, np_rng_problem
+from models.common.base_agent import Agent, CheckpointShape, _finite, outcome_buffer_problem
 from models.common.inputs import ModelInputs, NonFiniteInputError, Prediction, PredictionRefused
 from models.common.outcome_buffer import OutcomeBuffer
 
@@ -46,13 +46,7 @@ class COBAgent(Agent):
 
     @classmethod
     def _extra_problem(cls, extra: dict[str, Any], config: COBConfig, shape: CheckpointShape) -> str | None:
-        if "buffer" in extra:
-            problem = OutcomeBuffer.state_problem(extra["buffer"], cls.buffer_fields(config), "extra.buffer")
-            if problem:
-                return problem
-        if "buffer_rng" in extra:
-            return np_rng_problem(extra["buffer_rng"], "extra.buffer_rng")
-        return None
+        return outcome_buffer_problem(extra, cls.buffer_fields(config))
 
     def predict(self, inputs: ModelInputs, sample: bool = False) -> Prediction:
         """Greedy (or, with ``sample``, drawn) action from the policy head; value from the critic."""

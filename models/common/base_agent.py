@@ -41,6 +41,7 @@ from models.common import checkpoint as ckpt
 from models.common.adamw import AdamW
 from models.common.device import device_description
 from models.common.inputs import ModelInputs, Prediction, PredictionRefused
+from models.common.outcome_buffer import OutcomeBuffer
 
 #: Returns a model's track record keeps (the engine reads the most recent ones).
 TRACK_RECORD_KEPT = 1000
@@ -600,6 +601,18 @@ class Agent:
         except (RuntimeError, ValueError, TypeError, KeyError, OverflowError) as exc:  # a check is missing
             raise ckpt.CheckpointError(path, f"could not be applied ({type(exc).__name__}: {exc})") from None
         self._publish()
+
+
+def outcome_buffer_problem(extra: Mapping[str, Any], fields: Mapping[str, tuple[tuple[int, ...], type]]) -> str | None:
+    """Why an agent's saved outcome buffer (``extra.buffer``) and its sampler
+    (``extra.buffer_rng``) would not load (None: they would, or are absent)."""
+    if "buffer" in extra:
+        problem = OutcomeBuffer.state_problem(extra["buffer"], fields, "extra.buffer")
+        if problem:
+            return problem
+    if "buffer_rng" in extra:
+        return np_rng_problem(extra["buffer_rng"], "extra.buffer_rng")
+    return None
 
 
 def _track_record_problem(record: Any) -> str | None:
