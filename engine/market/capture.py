@@ -145,6 +145,15 @@ def check_recordings(paths: list[Path]) -> list[RecordingInfo]:
 MAX_STAMP_NS = (1 << 63) - 1
 
 
+def capture_stamp(stamp: bytes) -> int | None:
+    """A line's receive stamp (ASCII digits) in ns, or None when it is not one: past int64
+    it is not a nanosecond time, and no SQLite INTEGER would hold it."""
+    if len(stamp) > 19:  # (never converts a huge digit string)
+        return None
+    ts = int(stamp)
+    return ts if ts <= MAX_STAMP_NS else None
+
+
 def _lines(paths: list[Path], source: int, counters: dict[str, int]) -> Iterator[CaptureLine]:
     for path in paths:
         try:
@@ -162,8 +171,8 @@ def _lines(paths: list[Path], source: int, counters: dict[str, int]) -> Iterator
                     if not sep or not stamp.isdigit():
                         counters["bad_line"] = counters.get("bad_line", 0) + 1
                         continue
-                    ts = int(stamp) if len(stamp) <= 19 else MAX_STAMP_NS + 1
-                    if ts > MAX_STAMP_NS:  # not a nanosecond time (and no SQLite INTEGER would hold it)
+                    ts = capture_stamp(stamp)
+                    if ts is None:
                         counters["bad_stamp"] = counters.get("bad_stamp", 0) + 1
                         continue
                     n += 1

@@ -29,6 +29,7 @@ from engine.core.events import (
     MarketData,
     Trade,
 )
+from engine.market.capture import capture_stamp
 
 #: Frames larger than this are refused before decoding (Binance frames are < 100 KiB;
 #: a 1,000-level REST snapshot is ~60 KiB).
@@ -240,11 +241,12 @@ class Parser:
             self._stats.messages += 1
             self._stats.rejected["bad_line"] += 1
             return None
-        if len(stamp) > 19 or int(stamp) > (1 << 63) - 1:  # ns past int64: as capture.py, count and skip
+        ts = capture_stamp(stamp)
+        if ts is None:  # as a replayed file's line: counted and skipped
             self._stats.messages += 1
             self._stats.rejected["bad_stamp"] += 1
             return None
-        return self.parse_frame(payload, int(stamp), symbol_hint)
+        return self.parse_frame(payload, ts, symbol_hint)
 
     def parse_frame(self, payload: bytes | str, ts_recv: int, symbol_hint: str | None = None) -> MarketData | None:
         """One websocket text frame (combined stream) or REST depth body."""
