@@ -250,6 +250,7 @@ def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.s
     from engine.learning.host import checkpoint_path
     from models.cnn.cnn_agent import CNNAgent
     from models.cnn.perfect_moves import CNNSamples, build_cnn_samples, label_series
+    from models.common.checkpoint import CheckpointError
     from models.common.device import select_device
 
     t0 = time.perf_counter()
@@ -299,8 +300,14 @@ def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.s
     device = select_device(cfg.models.device)
     agent = CNNAgent(cfg.models.preset, device, cfg.general.seed, name="CNN")
     path = checkpoint_path(cfg, "cnn")
+    refused = ""
     if cfg.models.load_checkpoints and path.exists():
-        agent.load(path)
+        try:
+            agent.load(path)
+        except CheckpointError as exc:  # as the desk does: say why, and start from a fresh model
+            refused = str(exc)
+            print(f"train: {refused}\ntrain: training a fresh CNN; the refused file goes to "
+                  f"{path.parent / 'quarantine'} when this one is saved", file=out, flush=True)
     bar = Progress(out, "train CNN")
     losses = agent.fit(part, epochs=epochs, batch_size=cfg.training.batch_size,
                        progress=lambda done, total, loss: bar.update(done / total if total else 1.0,
@@ -312,6 +319,7 @@ def train_cnn(cfg: Settings, paths: list[Path], epochs: int, out: TextIO = sys.s
                                       "samples": float(len(part)),
                                       "val_accuracy": float(str(validation["accuracy"] or 0.0))})
     return {"samples": len(merged), "trained_on": len(part), "held_out": len(val_idx), "labels": labels_found,
+            "refused_checkpoint": refused,
             "epochs": epochs, "steps": agent.training_steps,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "validation": validation, "checkpoint": str(saved), "wall_s": round(time.perf_counter() - t0, 2)}

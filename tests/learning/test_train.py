@@ -70,6 +70,17 @@ def test_train_on_kline_dumps_saves_a_checkpoint_models_lists(tmp_path):
     r2 = run_cli("train", dumps / "ETHUSDT-1m-2024-08.zip", "--epochs", "1", "--set", f'general.data_dir="{data}"')
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert json.loads(r2.stdout)["dumps"]["steps"] > rep["steps"]
+    # both files damaged: it says so, trains a fresh model and keeps the damaged file aside
+    ckpts = data / "checkpoints"
+    for name in ("cnn-small.pt", "cnn-small.prev.pt"):
+        (ckpts / name).write_bytes(b"not a checkpoint")
+    r3 = run_cli("train", dumps / "ETHUSDT-1m-2024-08.zip", "--epochs", "1", "--set", f'general.data_dir="{data}"')
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    rep3 = json.loads(r3.stdout)["dumps"]
+    assert "cnn-small.pt" in rep3["refused_checkpoint"] and "cnn-small.pt" in r3.stderr
+    assert "training a fresh CNN" in r3.stderr and "Traceback" not in r3.stderr
+    assert 0 < rep3["steps"] < rep["steps"]  # one epoch from scratch
+    assert [p.read_bytes() for p in (ckpts / "quarantine").glob("cnn-small*.pt")] == [b"not a checkpoint"]
 
 
 def test_train_refuses_bad_rows_and_flat_data(tmp_path):
