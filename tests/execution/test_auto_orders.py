@@ -59,7 +59,10 @@ def test_one_automatic_order_at_a_time_while_paper_latency_exceeds_the_decision_
     engine.shutdown()
 
 
-def test_auto_trading_is_restored_when_a_ledger_failure_halt_clears(tmp_path):
+def halted_by_a_full_disk(tmp_path):
+    """A paper engine whose ledger's disk has filled up: the next order is refused (the
+    ledger cannot journal it) and trading HALTs. Returns the engine, the trading states
+    it announced and a function that gives the disk its space back."""
     cfg = settings_for(tmp_path / "data", "paper.latency_ms=0")
     engine, mkt = make_engine(cfg, ledger=Ledger(tmp_path / "paper.db", "paper"))
     mkt.start(BIDS, ASKS)
@@ -70,11 +73,20 @@ def test_auto_trading_is_restored_when_a_ledger_failure_halt_clears(tmp_path):
     led._db.execute(f"PRAGMA max_page_count = {led.query('PRAGMA page_count')[0][0]}")  # the disk fills up
     while led.healthy:
         led.record_trading_state("ACTIVE", "x" * 500, mkt.now)
-    engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.1")))  # refused: the ledger cannot journal it
+    engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.1")))
     assert engine.trading_state == "HALTED"
+
+    def free_space() -> None:
+        led._db.execute("PRAGMA max_page_count = 1073741823")
+
+    return engine, states, free_space
+
+
+def test_auto_trading_is_restored_when_a_ledger_failure_halt_clears(tmp_path):
+    engine, states, free_space = halted_by_a_full_disk(tmp_path)
     assert engine.auto_trade is False  # a halt stops automatic trading...
     assert "ledger" in engine.snapshot().banner
-    led._db.execute("PRAGMA max_page_count = 1073741823")  # space again
+    free_space()
     engine.housekeeping()
     assert engine.trading_state == "ACTIVE"
     assert engine.auto_trade is True  # ...and its clearing restores it, with a line saying so
@@ -86,17 +98,9 @@ def test_auto_trading_is_restored_when_a_ledger_failure_halt_clears(tmp_path):
 
 def test_a_halt_the_user_must_clear_does_not_restore_auto_trading(tmp_path):
     """A panic, or auto-trading switched off during the halt, stays the user's decision."""
-    cfg = settings_for(tmp_path / "data", "paper.latency_ms=0")
-    engine, mkt = make_engine(cfg, ledger=Ledger(tmp_path / "paper.db", "paper"))
-    mkt.start(BIDS, ASKS)
-    led = engine.ledger
-    led._db.execute(f"PRAGMA max_page_count = {led.query('PRAGMA page_count')[0][0]}")
-    while led.healthy:
-        led.record_trading_state("ACTIVE", "x" * 500, mkt.now)
-    engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.1")))
-    assert engine.trading_state == "HALTED" and engine.auto_trade is False
+    engine, _, free_space = halted_by_a_full_disk(tmp_path)
     engine.send(SetAutoTrading(False))  # the user decides while halted
-    led._db.execute("PRAGMA max_page_count = 1073741823")
+    free_space()
     engine.housekeeping()
     assert engine.trading_state == "ACTIVE"
     assert engine.auto_trade is False
@@ -104,17 +108,9 @@ def test_a_halt_the_user_must_clear_does_not_restore_auto_trading(tmp_path):
 
 
 def test_a_panic_during_a_ledger_halt_keeps_auto_trading_off(tmp_path):
-    cfg = settings_for(tmp_path / "data", "paper.latency_ms=0")
-    engine, mkt = make_engine(cfg, ledger=Ledger(tmp_path / "paper.db", "paper"))
-    mkt.start(BIDS, ASKS)
-    led = engine.ledger
-    led._db.execute(f"PRAGMA max_page_count = {led.query('PRAGMA page_count')[0][0]}")
-    while led.healthy:
-        led.record_trading_state("ACTIVE", "x" * 500, mkt.now)
-    engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.1")))
-    assert engine.trading_state == "HALTED"
+    engine, _, free_space = halted_by_a_full_disk(tmp_path)
     engine.send(Panic())
-    led._db.execute("PRAGMA max_page_count = 1073741823")
+    free_space()
     engine.housekeeping()
     assert engine.trading_state == "HALTED"  # the panic's halt needs an explicit resume
     assert engine.auto_trade is False

@@ -160,6 +160,15 @@ async def test_live_orders_go_through_the_real_ccxt_client(tmp_path, canary_env,
     record("orders", {"live orders placed through the real path": "all" if len(placed) == 2 else len(placed)})
 
 
+async def halted_and_running(engine: Engine, what: str) -> None:
+    """Wait for the HALT, then keep the desk running a while: housekeeping (which used to
+    restart the executor every second) must not retry, and orders reach nothing."""
+    await until(lambda: engine.trading_state == "HALTED", what)
+    for _ in range(50):
+        engine.housekeeping()
+        await asyncio.sleep(0)
+
+
 async def test_refused_keys_at_start_halt_once_with_bounded_requests(tmp_path, canary_env, caplog):
     need_data(*ETH)
     caplog.set_level(logging.INFO)
@@ -171,12 +180,7 @@ async def test_refused_keys_at_start_halt_once_with_bounded_requests(tmp_path, c
         executor = session.engine.executor
 
         async def wait_for_halt(engine: Engine) -> None:
-            await until(lambda: engine.trading_state == "HALTED", "HALTED on the refused keys")
-            # the desk keeps running: housekeeping (which used to restart the executor every
-            # second) and orders now reach nothing
-            for _ in range(50):
-                engine.housekeeping()
-                await asyncio.sleep(0)
+            await halted_and_running(engine, "HALTED on the refused keys")
             seen["messages"] = [r.getMessage() for r in caplog.records if "API credentials" in r.getMessage()]
             seen["desk"] = [line.text for line in engine.log if "API credentials" in line.text]
             engine.send(SubmitOrder("ETHUSDT", Side.BUY, D("0.05"), "manual"))  # denied: HALTED
@@ -216,10 +220,7 @@ async def test_a_start_that_keeps_failing_stops_after_the_configured_attempts(tm
         executor = session.engine.executor
 
         async def wait_for_halt(engine: Engine) -> None:
-            await until(lambda: engine.trading_state == "HALTED", "HALTED once the attempts are spent")
-            for _ in range(50):
-                engine.housekeeping()
-                await asyncio.sleep(0)
+            await halted_and_running(engine, "HALTED once the attempts are spent")
 
         await run_session(session, wait_for_halt)
         engine = session.engine
