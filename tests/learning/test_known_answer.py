@@ -71,7 +71,7 @@ SEEDS = (1, 2, 3)
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory) -> dict[tuple[str, str, int], dict[str, Any]]:
     """Issue 11's campaign: planted and null, three seeds each; the ensemble and each model
-    alone on every session (about 20 minutes on 2 cores)."""
+    alone on every session (about 12 minutes on 2 cores)."""
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     for market in ("planted", "null"):
         for seed in SEEDS:
