@@ -203,13 +203,13 @@ class Brain:
         last = {k: f"{s.action} {s.confidence:.2f}" for k, s in self.signals.items()}
         out = self.host.status(self.signal_counts, last)
         for row in out:
-            book = self.shadows.get(str(row["key"]))
+            key = str(row["key"])
+            book = self.shadows.get(key)
             if book is not None:
                 r = book.record
                 row.update(shadow_trades=r.trades, shadow_wins=r.wins, shadow_net_pnl=float(r.net_pnl),
-                           shadow_rank=self.shadow_rank(str(row["key"])))
-            row["updates"] = dict(self.updates.get(str(row["key"]), {}))
-            key = str(row["key"])
+                           shadow_rank=self.shadow_rank(key))
+            row["updates"] = dict(self.updates.get(key, {}))
             if key in self.policy.weights:
                 row.update(fusion_weight=self.policy.weights[key],
                            record_multiplier=self.policy.record_multipliers.get(key, 1.0))
